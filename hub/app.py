@@ -1,0 +1,64 @@
+"""The ASGI application: routes, the request gate, error handlers, and a lifespan owning Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+
+from hub.api import api_keys_routes, auth_routes, health_routes, users_routes
+from hub.api.middleware import RequestGate, error_response
+from hub.bootstrap import bootstrap_organization
+from hub.config import HubConfig
+from hub.errors import TelehubError
+from hub.services import Services, open_redis
+
+__all__ = ["API_PREFIX", "app_from_env", "create_app"]
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("telehub")
+
+
+def api_routes() -> list[BaseRoute]:
+    return [
+        *auth_routes.routes,
+        *api_keys_routes.routes,
+        *users_routes.routes,
+        *health_routes.routes,
+    ]
+
+
+def create_app(config: HubConfig) -> Starlette:
+    """The hub for one process; ``config.redis_url`` must point at a running Redis."""
+    if not config.redis_url:
+        raise ValueError("create_app needs config.redis_url; `telehub serve` starts an embedded Redis for you")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = open_redis(config.redis_url)
+        try:
+            services = Services.build(config, redis)
+            app.state.services = services
+            await bootstrap_organization(services)
+            yield
+        finally:
+            await redis.aclose()
+
+    app = Starlette(
+        routes=[Mount(API_PREFIX, routes=api_routes()), health_routes.metrics_route],
+        middleware=[Middleware(RequestGate)],
+        exception_handlers={TelehubError: error_response, HTTPException: error_response},
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn worker processes: the config travels in ``TELEHUB_*`` variables."""
+    return create_app(HubConfig.from_env())

@@ -1,0 +1,41 @@
+"""First start: create the bootstrap organization and its admin from ``TELEHUB_BOOTSTRAP_*``."""
+
+from __future__ import annotations
+
+import logging
+
+from hub.auth.principal import Role
+from hub.registry.users import check_password
+from hub.services import Services
+
+__all__ = ["bootstrap_organization"]
+
+log = logging.getLogger("telehub.bootstrap")
+BOOTSTRAP_LOCK = "th:bootstrap-lock"
+
+
+async def bootstrap_organization(services: Services) -> str | None:
+    """Create the organization and admin when the store has no organization; the id, or None if skipped.
+
+    Several workers may start at once; a short Redis lock lets exactly one of them do it.
+    """
+    config = services.config
+    if not config.bootstrap_email or await services.orgs.count() > 0:
+        return None
+    check_password(config.bootstrap_password)
+    if not await services.redis.set(BOOTSTRAP_LOCK, "1", nx=True, ex=60):
+        return None
+    try:
+        if await services.orgs.count() > 0:
+            return None
+        org = await services.orgs.create(name=config.bootstrap_org)
+        await services.users.create(
+            org_id=org["id"],
+            email=config.bootstrap_email,
+            password=config.bootstrap_password,
+            role=Role.ADMIN,
+        )
+        log.info("created organization %s (%s) with admin %s", org["name"], org["id"], config.bootstrap_email)
+        return str(org["id"])
+    finally:
+        await services.redis.delete(BOOTSTRAP_LOCK)

@@ -1,0 +1,189 @@
+"""The ``telehub`` command: ``serve`` and ``admin`` (API.md §7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hub import __version__
+from hub.auth.principal import PERSON_ROLES, Role
+from hub.config import ConfigError, HubConfig
+from hub.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from hub.errors import NotFound, TelehubError
+from hub.services import Services, open_redis
+
+__all__ = ["main"]
+
+log = logging.getLogger("telehub")
+ROLE_CHOICES = [r.value for r in PERSON_ROLES]
+T = TypeVar("T")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+        return result
+    except (ConfigError, EmbeddedRedisError) as exc:
+        print(f"telehub: {exc}", file=sys.stderr)
+        return 2
+    except TelehubError as exc:
+        print(f"telehub: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="telehub", description="A real-time IoT telemetry hub.")
+    parser.add_argument("--version", action="version", version=f"telehub {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the hub (REST, WebSockets, ingest, fan-out)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
+    _store_options(serve)
+    serve.add_argument("--demo", action="store_true", default=None, help="also create a demo organization")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=run_serve)
+
+    admin = commands.add_parser("admin", help="manage organizations, users and API keys; prints JSON")
+    actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create_org = actions.add_parser("create-org", help="create an organization")
+    create_org.add_argument("--name", required=True)
+    create_user = actions.add_parser("create-user", help="create a user in an organization")
+    create_user.add_argument("--org", required=True, help="organization id (org_…)")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--password", required=True)
+    create_user.add_argument("--role", required=True, choices=ROLE_CHOICES)
+    create_key = actions.add_parser("create-api-key", help="create an API key (printed once)")
+    create_key.add_argument("--org", required=True, help="organization id (org_…)")
+    create_key.add_argument("--role", required=True, choices=ROLE_CHOICES)
+    create_key.add_argument("--name", required=True)
+    for action in (create_org, create_user, create_key):
+        _store_options(action)
+        action.set_defaults(handler=run_admin)
+    return parser
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="use this Redis instead of the embedded one")
+    parser.add_argument("--data-dir", type=Path, help="where the embedded Redis keeps its data (./telehub-data)")
+
+
+def _config(args: argparse.Namespace) -> HubConfig:
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("host", "port", "workers", "redis_url", "data_dir", "demo", "log_level")
+    }
+    return HubConfig.from_env(**flags)
+
+
+@contextlib.contextmanager
+def redis_for(config: HubConfig, *, serving: bool) -> Iterator[HubConfig]:
+    """The config with a Redis URL: the given one, or the embedded server's (started or attached to)."""
+    if config.redis_url:
+        yield config
+        return
+    with EmbeddedRedis(config.data_dir, fsync=config.redis_fsync) as embedded:
+        if serving and not embedded.owner:
+            raise EmbeddedRedisError(
+                f"another telehub is already serving from {embedded.data_dir}; stop it, or pass a different --data-dir"
+            )
+        yield config.replace(redis_url=embedded.url)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = _config(args)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    where = "external Redis" if config.redis_url else "embedded Redis"
+    with redis_for(config, serving=True) as config:
+        log.info(
+            "telehub %s on http://%s:%d with %s (data dir %s), %d worker(s)",
+            __version__,
+            config.host,
+            config.port,
+            where,
+            Path(config.data_dir).resolve(),
+            config.workers,
+        )
+        if config.demo:
+            _print_demo_login(asyncio.run(_with_services(config, _create_demo)), config)
+        options: dict[str, Any] = {
+            "host": config.host,
+            "port": config.port,
+            "log_level": config.log_level,
+            "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+            "timeout_graceful_shutdown": 10,
+            "server_header": False,
+        }
+        if config.workers == 1:
+            from hub.app import create_app
+
+            uvicorn.run(create_app(config), **options)
+        else:
+            os.environ.update(config.to_env())
+            uvicorn.run("hub.app:app_from_env", factory=True, workers=config.workers, **options)
+    return 0
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    config = _config(args)
+    with redis_for(config, serving=False) as config:
+        result = asyncio.run(_with_services(config, lambda services: admin_action(services, args)))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+async def admin_action(services: Services, args: argparse.Namespace) -> dict[str, Any]:
+    if args.action == "create-org":
+        return await services.orgs.create(name=args.name)
+    if not await services.orgs.exists(args.org):
+        raise NotFound(f"no organization {args.org}; create one with `telehub admin create-org --name NAME`")
+    if args.action == "create-user":
+        return await services.users.create(
+            org_id=args.org, email=args.email, password=args.password, role=Role(args.role)
+        )
+    return await services.api_keys.create(org_id=args.org, name=args.name, role=Role(args.role))
+
+
+async def _with_services(config: HubConfig, action: Callable[[Services], Awaitable[T]]) -> T:
+    redis = open_redis(config.redis_url)
+    try:
+        return await action(Services.build(config, redis))
+    finally:
+        await redis.aclose()
+
+
+async def _create_demo(services: Services) -> dict[str, str]:
+    org = await services.orgs.create(name="demo")
+    email = f"demo-{secrets.token_hex(3)}@telehub.local"
+    password = secrets.token_urlsafe(12)
+    await services.users.create(org_id=org["id"], email=email, password=password, role=Role.ADMIN)
+    return {"org_id": org["id"], "email": email, "password": password}
+
+
+def _print_demo_login(login: dict[str, str], config: HubConfig) -> None:
+    print(
+        f"\n  demo organization {login['org_id']}\n"
+        f"  log in at http://{config.host}:{config.port}/api/v1/auth/login with\n"
+        f"    email    {login['email']}\n    password {login['password']}\n",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Hub configuration: one frozen dataclass, filled from CLI flags over ``TELEHUB_*`` environment variables.
+
+Every field ``x`` is also read from ``TELEHUB_X`` (API.md §7). Values are validated here, once, with messages
+that say what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "HubConfig"]
+
+ENV_PREFIX = "TELEHUB_"
+FSYNC_POLICIES = ("always", "everysec", "no")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the flag and the environment variable."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubConfig:
+    # Network.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # Public base URL used in links handed to devices (provisioning); derived from the request when empty.
+    public_url: str = ""
+
+    # Storage. No redis_url: an embedded redis-server runs in data_dir with AOF on.
+    redis_url: str = ""
+    data_dir: Path = Path("./telehub-data")
+    redis_fsync: str = "everysec"
+
+    # Secrets and tokens. No secret: one is generated and kept in data_dir.
+    secret: str = field(default="", repr=False)
+    jwt_ttl_s: int = 86_400
+
+    # Bootstrap organization, created on start when the store has none.
+    bootstrap_email: str = ""
+    bootstrap_password: str = field(default="", repr=False)
+    bootstrap_org: str = "default"
+    demo: bool = False
+
+    # REST rate limits per credential (or per IP when unauthenticated).
+    rate_limit_per_minute: int = 1000
+    rate_limit_burst: int = 100
+    # Failed logins allowed per email and per IP in login_window_s before 429.
+    login_max_failures: int = 10
+    login_window_s: int = 900
+
+    # Limits on sizes.
+    max_body_bytes: int = 1_048_576
+
+    webhook_allow_private: bool = False
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HubConfig:
+        """Build from ``TELEHUB_*`` variables; keyword ``overrides`` (e.g. CLI flags) win when not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``TELEHUB_*`` variables that rebuild this config in another process (worker processes)."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+    def replace(self, **changes: Any) -> HubConfig:
+        return dataclasses.replace(self, **changes)
+
+    def _check(self) -> None:
+        problems: list[str] = []
+
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                flag = "--" + name.replace("_", "-")
+                problems.append(f"{flag} / {ENV_PREFIX}{name.upper()}: {what}")
+
+        need(1 <= self.port <= 65535, "port", f"must be 1..65535, got {self.port}")
+        need(1 <= self.workers <= 64, "workers", f"must be 1..64, got {self.workers}")
+        need(self.redis_fsync in FSYNC_POLICIES, "redis_fsync", f"must be one of {', '.join(FSYNC_POLICIES)}")
+        need(
+            not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            "redis_url",
+            "must start with redis://, rediss:// or unix://",
+        )
+        need(self.jwt_ttl_s >= 60, "jwt_ttl_s", "must be at least 60 seconds")
+        need(self.rate_limit_per_minute >= 1, "rate_limit_per_minute", "must be at least 1")
+        need(self.rate_limit_burst >= 1, "rate_limit_burst", "must be at least 1")
+        need(self.login_max_failures >= 1, "login_max_failures", "must be at least 1")
+        need(self.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+        need(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        need(
+            bool(self.bootstrap_email) == bool(self.bootstrap_password),
+            "bootstrap_password",
+            "set both TELEHUB_BOOTSTRAP_EMAIL and TELEHUB_BOOTSTRAP_PASSWORD, or neither",
+        )
+        need(not self.secret or len(self.secret) >= 32, "secret", "must be at least 32 characters")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+    name = ENV_PREFIX + f.name.upper()
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected 1/0, true/false, yes/no or on/off, got {raw!r}")
+    if kind == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,90 @@
+"""Every Redis key telehub uses, in one place.
+
+Keys of one organization share the hash tag ``{org_id}`` so that they live in one Redis Cluster slot and
+can be read and written together (multi-key transactions, Lua). Global lookups (by email, by credential
+digest, by registration token) are single-key reads and carry no tag.
+"""
+
+from __future__ import annotations
+
+PREFIX = "th"
+
+# Global keys.
+ORGS = f"{PREFIX}:orgs"  # set of organization ids
+
+
+def org(org_id: str) -> str:
+    """Hash: id, name, created_at."""
+    return f"{PREFIX}:{{{org_id}}}:org"
+
+
+def email_index(email: str) -> str:
+    """String: '<org_id> <user_id>' for the user with this (lower-cased) email."""
+    return f"{PREFIX}:email:{email}"
+
+
+def api_key_by_digest(digest: str) -> str:
+    """Hash: id, org_id, role, name: the API key whose secret has this SHA-256 digest."""
+    return f"{PREFIX}:apikey:{digest}"
+
+
+def device_key_by_digest(digest: str) -> str:
+    """Hash: org_id, device_id: the device key whose secret has this digest."""
+    return f"{PREFIX}:devkey:{digest}"
+
+
+def registration_token(digest: str) -> str:
+    """Hash: org_id, device_id, device_name, type, expires_at (ms), used."""
+    return f"{PREFIX}:regtoken:{digest}"
+
+
+def rate_bucket(credential: str) -> str:
+    """Hash: tokens, ts: the token bucket of one credential or IP."""
+    return f"{PREFIX}:rate:{credential}"
+
+
+def login_failures(kind: str, value: str) -> str:
+    """Counter of failed logins for one email or IP in the current window."""
+    return f"{PREFIX}:loginfail:{kind}:{value}"
+
+
+# Per-organization keys.
+
+
+def users(org_id: str) -> str:
+    """Sorted set: user ids by creation time (ms)."""
+    return f"{PREFIX}:{{{org_id}}}:users"
+
+
+def user(org_id: str, user_id: str) -> str:
+    """Hash: id, org_id, email, role, password_hash, created_at."""
+    return f"{PREFIX}:{{{org_id}}}:user:{user_id}"
+
+
+def api_keys(org_id: str) -> str:
+    """Sorted set: API key ids by creation time (ms)."""
+    return f"{PREFIX}:{{{org_id}}}:apikeys"
+
+
+def api_key(org_id: str, key_id: str) -> str:
+    """Hash: id, name, role, digest, prefix, created_at."""
+    return f"{PREFIX}:{{{org_id}}}:apikey:{key_id}"
+
+
+def devices(org_id: str) -> str:
+    """Sorted set: device ids by creation time (ms)."""
+    return f"{PREFIX}:{{{org_id}}}:devices"
+
+
+def device(org_id: str, device_id: str) -> str:
+    """Hash: the device record (JSON-encoded fields for metadata, tags, location)."""
+    return f"{PREFIX}:{{{org_id}}}:device:{device_id}"
+
+
+def idempotency(org_id: str, principal_id: str, key: str) -> str:
+    """String: the first reply to a request with this Idempotency-Key, kept 24 h."""
+    return f"{PREFIX}:{{{org_id}}}:idem:{principal_id}:{key}"
+
+
+# Channels of Redis pub/sub for control messages between processes.
+CONTROL_CHANNEL = f"{PREFIX}:control"

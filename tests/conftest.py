@@ -1,0 +1,65 @@
+"""Shared fixtures: one real redis-server (the embedded one) per session, emptied before every test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from hub.app import create_app
+from hub.config import HubConfig
+from hub.embedded_redis import EmbeddedRedis
+from tests.support import HubClient
+
+# Every timeout in the tests is a multiple of this, scaled on slow machines with TELEHUB_TEST_TIMEOUT_SCALE.
+TIMEOUT = float(os.environ.get("TELEHUB_TEST_TIMEOUT_SCALE", "1")) * 1.0
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _empty_redis(request: pytest.FixtureRequest) -> None:
+    """Every test that touches Redis starts from an empty database."""
+    if "redis_url" in request.fixturenames or "redis_server" in request.fixturenames:
+        url: str = request.getfixturevalue("redis_url")
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
+
+
+@pytest.fixture
+def config(redis_url: str, tmp_path: Path) -> HubConfig:
+    """A config for in-process apps: generous rate limits so only the rate-limit tests meet them."""
+    return HubConfig(
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        secret="test-secret-" + "x" * 40,
+        rate_limit_per_minute=1_000_000,
+        rate_limit_burst=100_000,
+    )
+
+
+@pytest.fixture
+def client(config: HubConfig) -> Iterator[HubClient]:
+    """The app in-process, lifespan included, behind a test client with helpers for tenants."""
+    with TestClient(create_app(config), raise_server_exceptions=False) as test_client:
+        yield HubClient(test_client)
