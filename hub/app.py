@@ -11,7 +11,15 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 
-from hub.api import api_keys_routes, auth_routes, health_routes, users_routes
+from hub.api import (
+    api_keys_routes,
+    auth_routes,
+    devices_routes,
+    docs_routes,
+    health_routes,
+    provisioning_routes,
+    users_routes,
+)
 from hub.api.middleware import RequestGate, error_response
 from hub.bootstrap import bootstrap_organization
 from hub.config import HubConfig
@@ -29,6 +37,8 @@ def api_routes() -> list[BaseRoute]:
         *auth_routes.routes,
         *api_keys_routes.routes,
         *users_routes.routes,
+        *devices_routes.routes,
+        *provisioning_routes.routes,
         *health_routes.routes,
     ]
 
@@ -50,7 +60,7 @@ def create_app(config: HubConfig) -> Starlette:
             await redis.aclose()
 
     app = Starlette(
-        routes=[Mount(API_PREFIX, routes=api_routes()), health_routes.metrics_route],
+        routes=[Mount(API_PREFIX, routes=api_routes()), health_routes.metrics_route, *docs_routes.routes],
         middleware=[Middleware(RequestGate)],
         exception_handlers={TelehubError: error_response, HTTPException: error_response},
         lifespan=lifespan,

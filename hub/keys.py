@@ -34,7 +34,7 @@ def device_key_by_digest(digest: str) -> str:
 
 
 def registration_token(digest: str) -> str:
-    """Hash: org_id, device_id, device_name, type, expires_at (ms), used."""
+    """Hash: org_id, device_id, device_name, type, expires_at (ms), used (0|1), used_at (ms)."""
     return f"{PREFIX}:regtoken:{digest}"
 
 
@@ -72,13 +72,26 @@ def api_key(org_id: str, key_id: str) -> str:
 
 
 def devices(org_id: str) -> str:
-    """Sorted set: device ids by creation time (ms)."""
+    """Sorted set: device ids by creation number (see device_sequence)."""
     return f"{PREFIX}:{{{org_id}}}:devices"
 
 
 def device(org_id: str, device_id: str) -> str:
-    """Hash: the device record (JSON-encoded fields for metadata, tags, location)."""
+    """Hash: the device record (JSON-encoded metadata, tags, location), ``seq`` (creation number), ``key_digest``.
+
+    ``status`` (online|offline) and ``last_seen`` (epoch ms, or empty) are the fields ingest updates.
+    """
     return f"{PREFIX}:{{{org_id}}}:device:{device_id}"
+
+
+def device_sequence(org_id: str) -> str:
+    """Counter: the creation number of the org's last device (the score of the device indexes)."""
+    return f"{PREFIX}:{{{org_id}}}:devseq"
+
+
+def devices_by_type(org_id: str, device_type: str) -> str:
+    """Sorted set: ids of the devices of one type, by creation number."""
+    return f"{PREFIX}:{{{org_id}}}:devtype:{device_type}"
 
 
 def idempotency(org_id: str, principal_id: str, key: str) -> str:

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.api.idempotency import IdempotencyRecords
 from hub.api.ratelimit import RateLimiter
 from hub.auth.authenticator import Authenticator
 from hub.auth.jwt_tokens import JwtCodec
@@ -14,7 +15,9 @@ from hub.config import HubConfig
 from hub.redis_client import StrRedis, open_redis
 from hub.registry.api_keys import ApiKeys
 from hub.registry.device_keys import DeviceKeys
+from hub.registry.devices import Devices
 from hub.registry.orgs import Organizations
+from hub.registry.provisioning import Provisioning
 from hub.registry.users import Users
 
 __all__ = ["Services", "load_secret", "open_redis"]
@@ -33,12 +36,16 @@ class Services:
     jwt: JwtCodec
     authenticator: Authenticator
     rate_limiter: RateLimiter
+    devices: Devices
+    provisioning: Provisioning
+    idempotency: IdempotencyRecords
 
     @classmethod
     def build(cls, config: HubConfig, redis: StrRedis) -> Services:
         users = Users(redis)
         api_keys = ApiKeys(redis)
         device_keys = DeviceKeys(redis)
+        devices = Devices(redis, device_keys)
         jwt = JwtCodec(load_secret(config), ttl_s=config.jwt_ttl_s)
         return cls(
             config=config,
@@ -50,6 +57,9 @@ class Services:
             jwt=jwt,
             authenticator=Authenticator(jwt=jwt, users=users, api_keys=api_keys, device_keys=device_keys),
             rate_limiter=RateLimiter(redis, per_minute=config.rate_limit_per_minute, burst=config.rate_limit_burst),
+            devices=devices,
+            provisioning=Provisioning(redis, devices, device_keys),
+            idempotency=IdempotencyRecords(redis),
         )
 
 

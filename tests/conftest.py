@@ -52,7 +52,7 @@ def config(redis_url: str, tmp_path: Path) -> HubConfig:
     return HubConfig(
         redis_url=redis_url,
         data_dir=tmp_path / "data",
-        secret="test-secret-" + "x" * 40,
+        secret="test-secret-" + "x" * 60,
         rate_limit_per_minute=1_000_000,
         rate_limit_burst=100_000,
     )

@@ -93,6 +93,7 @@ async def health_redis(request: Request) -> JSONResponse:
     summary="Prometheus metrics (text exposition format)",
     tag="health",
     responses={200: {"type": "string"}},
+    response_media_type="text/plain",
     auth=False,
 )
 async def metrics(request: Request) -> Response:

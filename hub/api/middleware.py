@@ -13,6 +13,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.api.http import JSONResponse
 from hub.auth.authenticator import bearer_token
-from hub.errors import MethodNotAllowed, NotFound, RateLimited, TelehubError
+from hub.errors import MethodNotAllowed, NotFound, RateLimited, TelehubError, Unavailable
 
 if TYPE_CHECKING:
     from hub.services import Services
@@ -31,6 +33,10 @@ log = logging.getLogger("telehub.http")
 
 REQUESTS = Counter("telehub_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 LATENCY = Histogram("telehub_http_request_seconds", "HTTP request latency", ["method", "route"])
+
+
+# Redis unreachable: a 503 the client may retry, not a 500.
+STORE_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
 
 
 def new_request_id() -> str:
@@ -96,7 +102,12 @@ class RequestGate:
         except TelehubError as exc:
             # Kept for endpoints that need a caller; unauthenticated endpoints still work.
             state["auth_error"] = exc
-        decision = await services.rate_limiter.hit(rate_key)
+        try:
+            decision = await services.rate_limiter.hit(rate_key)
+        except STORE_DOWN:
+            # Fail open: an outage must not hide /health; endpoints that need Redis answer 503 themselves.
+            log.warning("rate limiter skipped: Redis is unreachable")
+            return
         extra_headers.extend((k.lower().encode(), v.encode()) for k, v in decision.headers().items())
         if not decision.allowed:
             raise RateLimited(decision.retry_after, f"rate limit exceeded; retry in {decision.retry_after} s")
@@ -107,6 +118,10 @@ def error_response_for(exc: Exception, request_id: str) -> Response:
         return JSONResponse(exc.body(request_id), status_code=exc.status, headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, TelehubError):
         return JSONResponse(exc.body(request_id), status_code=exc.status)
+    if isinstance(exc, STORE_DOWN):
+        log.warning("request %s failed: Redis is unreachable (%s)", request_id, type(exc).__name__)
+        unavailable = Unavailable("the store is unreachable; retry shortly")
+        return JSONResponse(unavailable.body(request_id), status_code=503, headers={"Retry-After": "1"})
     if isinstance(exc, HTTPException):
         return http_error_response(exc, request_id)
     log.error("request %s failed", request_id, exc_info=exc)

@@ -56,14 +56,12 @@ class RateDecision:
     retry_after: int  # seconds to wait when not allowed
 
     def headers(self) -> dict[str, str]:
-        headers = {
+        """The X-RateLimit-* headers (Retry-After comes with the 429 itself)."""
+        return {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
             "X-RateLimit-Reset": str(self.reset_at),
         }
-        if not self.allowed:
-            headers["Retry-After"] = str(self.retry_after)
-        return headers
 
 
 class RateLimiter:

@@ -42,6 +42,8 @@ class Operation:
     auth: bool = True
     description: str = ""
     headers: tuple[Param, ...] = field(default=())
+    # Media type of the declared response bodies (e.g. text/plain for the Prometheus page).
+    response_media_type: str = "application/json"
 
 
 def operation(**kwargs: Any) -> Callable[[F], F]:

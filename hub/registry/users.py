@@ -66,6 +66,11 @@ class Users:
         ok = await anyio.to_thread.run_sync(verify_password, password, stored)
         return _public(record) if ok and record else None
 
+    async def set_password(self, org_id: str, user_id: str, password: str) -> None:
+        check_password(password)
+        password_hash = await anyio.to_thread.run_sync(hash_password, password)
+        await self.redis.hset(keys.user(org_id, user_id), "password_hash", password_hash)
+
     async def get(self, org_id: str, user_id: str) -> dict[str, Any]:
         record = await self.redis.hgetall(keys.user(org_id, user_id))
         if not record:
