@@ -7,21 +7,26 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
-import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub import __version__
 from hub.auth.principal import PERSON_ROLES, Role
 from hub.config import ConfigError, HubConfig
-from hub.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from hub.demo import demo_login
+from hub.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 from hub.errors import NotFound, TelehubError
 from hub.services import Services, open_redis
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["main", "worker_app"]
 
 log = logging.getLogger("telehub")
 ROLE_CHOICES = [r.value for r in PERSON_ROLES]
@@ -108,6 +113,9 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = _config(args)
+    # SIGTERM stops the hub like Ctrl-C does: uvicorn shuts down gracefully and then raises the signal again,
+    # which by default would kill the process before the embedded Redis is stopped and its files removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     where = "external Redis" if config.redis_url else "embedded Redis"
     with redis_for(config, serving=True) as config:
@@ -121,7 +129,7 @@ def run_serve(args: argparse.Namespace) -> int:
             config.workers,
         )
         if config.demo:
-            _print_demo_login(asyncio.run(_with_services(config, _create_demo)), config)
+            _print_demo_login(asyncio.run(_with_services(config, demo_login)), config)
         options: dict[str, Any] = {
             "host": config.host,
             "port": config.port,
@@ -136,8 +144,18 @@ def run_serve(args: argparse.Namespace) -> int:
             uvicorn.run(create_app(config), **options)
         else:
             os.environ.update(config.to_env())
-            uvicorn.run("hub.app:app_from_env", factory=True, workers=config.workers, **options)
+            uvicorn.run("hub.cli:worker_app", factory=True, workers=config.workers, **options)
     return 0
+
+
+def worker_app() -> Starlette:
+    """The app of one ``--workers`` process, which ends with the supervisor (even a SIGKILLed one)."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is not None and supervisor.pid is not None:
+        die_with_parent(supervisor.pid)
+    from hub.app import app_from_env
+
+    return app_from_env()
 
 
 def run_admin(args: argparse.Namespace) -> int:
@@ -166,14 +184,6 @@ async def _with_services(config: HubConfig, action: Callable[[Services], Awaitab
         return await action(Services.build(config, redis))
     finally:
         await redis.aclose()
-
-
-async def _create_demo(services: Services) -> dict[str, str]:
-    org = await services.orgs.create(name="demo")
-    email = f"demo-{secrets.token_hex(3)}@telehub.local"
-    password = secrets.token_urlsafe(12)
-    await services.users.create(org_id=org["id"], email=email, password=password, role=Role.ADMIN)
-    return {"org_id": org["id"], "email": email, "password": password}
 
 
 def _print_demo_login(login: dict[str, str], config: HubConfig) -> None:

@@ -18,6 +18,8 @@ __all__ = ["ConfigError", "HubConfig"]
 ENV_PREFIX = "TELEHUB_"
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Settings that `telehub serve` also takes as flags; the rest are environment variables only.
+CLI_FLAGS = frozenset({"host", "port", "workers", "redis_url", "data_dir", "demo", "log_level"})
 
 
 class ConfigError(ValueError):
@@ -94,8 +96,9 @@ class HubConfig:
 
         def need(ok: bool, name: str, what: str) -> None:
             if not ok:
-                flag = "--" + name.replace("_", "-")
-                problems.append(f"{flag} / {ENV_PREFIX}{name.upper()}: {what}")
+                variable = ENV_PREFIX + name.upper()
+                where = f"--{name.replace('_', '-')} / {variable}" if name in CLI_FLAGS else variable
+                problems.append(f"{where}: {what}")
 
         need(1 <= self.port <= 65535, "port", f"must be 1..65535, got {self.port}")
         need(1 <= self.workers <= 64, "workers", f"must be 1..64, got {self.workers}")
@@ -137,5 +140,5 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             return False
         raise ConfigError(f"{name}: expected 1/0, true/false, yes/no or on/off, got {raw!r}")
     if kind == "Path":
-        return Path(raw)
+        return Path(raw).expanduser()
     return raw

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -29,7 +30,7 @@ from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_binary"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "die_with_parent", "redis_server_binary"]
 
 LOCK_FILE = "telehub.lock"
 CONNECTION_FILE = "redis.json"
@@ -174,9 +175,10 @@ class EmbeddedRedis:
         if _is_our_redis(pid, self.data_dir):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
-            while _alive(pid) and time.monotonic() < deadline:
+            # Checked through /proc, not kill(pid, 0): an exited orphan is a zombie until init reaps it.
+            while _is_our_redis(pid, self.data_dir) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(pid):
+            if _is_our_redis(pid, self.data_dir):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             pid_path.unlink()
@@ -194,7 +196,12 @@ class EmbeddedRedis:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # Its own process group: Ctrl-C in a terminal reaches the hub, which stops Redis after its
+                # graceful shutdown, instead of Redis and the hub at once.
+                process_group=0,
+                # The AOF and log it creates hold the data: readable by their owner only, as redis.conf is.
+                umask=0o077,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()) if sys.platform == "linux" else None,
             )
             connection = _Connection("127.0.0.1", port, password, process.pid)
             if self._wait_until_ready(process, connection):
@@ -272,16 +279,6 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_our_redis(pid: int, data_dir: Path) -> bool:
     """True when ``pid`` is a redis-server running in this data dir (not a reused pid).
 
@@ -295,7 +292,15 @@ def _is_our_redis(pid: int, data_dir: Path) -> bool:
     return Path(exe).name.startswith("redis-server") and Path(cwd) == data_dir
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGTERM it when the parent dies, so no orphan keeps the data."""
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this process when ``parent`` dies, so nothing outlives a killed telehub.
+
+    Called in a child: redis-server's before exec, a server worker's at its start. Does nothing elsewhere.
+    """
+    if sys.platform != "linux":
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # The parent may have died before prctl took effect; then no signal would ever come.
+    if os.getppid() != parent:
+        os._exit(1)

@@ -46,7 +46,7 @@ class Services:
         api_keys = ApiKeys(redis)
         device_keys = DeviceKeys(redis)
         devices = Devices(redis, device_keys)
-        jwt = JwtCodec(load_secret(config), ttl_s=config.jwt_ttl_s)
+        jwt = JwtCodec(lambda: load_secret(config), ttl_s=config.jwt_ttl_s)
         return cls(
             config=config,
             redis=redis,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -25,9 +27,14 @@ class JwtClaims:
 
 
 class JwtCodec:
-    def __init__(self, secret: str, *, ttl_s: int) -> None:
-        self._secret = secret
+    def __init__(self, secret: Callable[[], str], *, ttl_s: int) -> None:
+        # Read on first use: commands that never touch a JWT (telehub admin) make no secret file.
+        self._load_secret = secret
         self.ttl_s = ttl_s
+
+    @functools.cached_property
+    def _secret(self) -> str:
+        return self._load_secret()
 
     def issue(self, *, user_id: str, org_id: str, role: str) -> str:
         now = int(time.time())
