@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "die_with_parent", "redis_server_binary"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "die_with_parent", "redis_answers", "redis_server_binary"]
 
 LOCK_FILE = "telehub.lock"
 CONNECTION_FILE = "redis.json"
@@ -249,11 +249,15 @@ class EmbeddedRedis:
 
 
 def _answers(connection: _Connection) -> bool:
-    """PING over a raw socket: True once the server has loaded its data and accepts commands."""
+    return redis_answers(connection.host, connection.port, connection.password)
+
+
+def redis_answers(host: str, port: int, password: str, *, timeout: float = 0.5) -> bool:
+    """AUTH and PING over a raw socket (no client-side retries): True once the server has loaded its data."""
     try:
-        with socket.create_connection((connection.host, connection.port), timeout=0.5) as sock:
-            password = connection.password.encode()
-            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password))
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            secret = password.encode()
+            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(secret), secret))
             reply = b""
             while reply.count(b"\r\n") < 2:
                 chunk = sock.recv(256)

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import httpx2 as httpx
 import pytest
 import redis
 
-from hub import keys
+from hub import embedded_redis, keys
 from hub.embedded_redis import EmbeddedRedis, redis_server_binary
 from tests.conftest import TIMEOUT
 from tests.processes import (
@@ -77,21 +76,9 @@ def embedded_redis_client(data_dir: Path) -> redis.Redis:
 
 
 def redis_answers(data_dir: Path) -> bool:
-    """The server named in the data dir's redis.json answers PING (raw RESP: no client-side retries)."""
+    """The server named in the data dir's redis.json answers PING."""
     info = json.loads((data_dir / "redis.json").read_text())
-    password = info["password"].encode()
-    try:
-        with socket.create_connection((info["host"], info["port"]), timeout=TIMEOUT) as sock:
-            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password))
-            reply = b""
-            while reply.count(b"\r\n") < 2:
-                chunk = sock.recv(256)
-                if not chunk:
-                    return False
-                reply += chunk
-    except OSError:
-        return False
-    return reply == b"+OK\r\n+PONG\r\n"
+    return embedded_redis.redis_answers(info["host"], info["port"], info["password"], timeout=TIMEOUT)
 
 
 def assert_stopped_cleanly(hub: ServeProcess, data_dir: Path) -> None:

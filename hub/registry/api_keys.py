@@ -10,7 +10,7 @@ from hub.auth.secrets import key_digest, new_id, new_secret
 from hub.clock import now_ms
 from hub.errors import NotFound
 from hub.redis_client import StrRedis
-from hub.registry.records import iso_field, page_ids
+from hub.registry.records import iso_field, page_records
 
 __all__ = ["API_KEY_PREFIX", "ApiKeys"]
 
@@ -49,12 +49,10 @@ class ApiKeys:
         return {**_public(record), "key": secret}
 
     async def list(self, org_id: str, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        ids, total = await page_ids(self.redis, keys.api_keys(org_id), limit=limit, offset=offset)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key_id in ids:
-                pipe.hgetall(keys.api_key(org_id, key_id))
-            records = await pipe.execute()
-        return [_public(r) for r in records if r], total
+        records, total = await page_records(
+            self.redis, keys.api_keys(org_id), lambda key_id: keys.api_key(org_id, key_id), limit=limit, offset=offset
+        )
+        return [_public(r) for r in records], total
 
     async def revoke(self, org_id: str, key_id: str) -> None:
         """Delete the key; the digest lookup goes first, so the key stops working at once on every process."""

@@ -13,7 +13,7 @@ from hub.auth.secrets import dummy_password_hash, hash_password, new_id, verify_
 from hub.clock import now_ms
 from hub.errors import Conflict, NotFound, ValidationFailed
 from hub.redis_client import StrRedis
-from hub.registry.records import iso_field, page_ids
+from hub.registry.records import iso_field, page_records
 
 __all__ = ["EMAIL_PATTERN", "Users", "check_password"]
 
@@ -83,12 +83,10 @@ class Users:
         return Role(role) if role else None
 
     async def list(self, org_id: str, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
-        ids, total = await page_ids(self.redis, keys.users(org_id), limit=limit, offset=offset)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id in ids:
-                pipe.hgetall(keys.user(org_id, user_id))
-            records = await pipe.execute()
-        return [_public(r) for r in records if r], total
+        records, total = await page_records(
+            self.redis, keys.users(org_id), lambda user_id: keys.user(org_id, user_id), limit=limit, offset=offset
+        )
+        return [_public(r) for r in records], total
 
     async def delete(self, org_id: str, user_id: str) -> None:
         record = await self.redis.hgetall(keys.user(org_id, user_id))
