@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, WebSocketRoute
 
 from hub.api import (
     api_keys_routes,
@@ -23,7 +23,9 @@ from hub.api import (
 from hub.api.middleware import RequestGate, error_response
 from hub.bootstrap import bootstrap_organization
 from hub.config import HubConfig
+from hub.device_ingest import DeviceIngest, DeviceSocket
 from hub.errors import TelehubError
+from hub.lifecycle import on_drain
 from hub.services import Services, open_redis
 
 __all__ = ["API_PREFIX", "app_from_env", "create_app"]
@@ -55,12 +57,23 @@ def create_app(config: HubConfig) -> Starlette:
             services = Services.build(config, redis)
             app.state.services = services
             await bootstrap_organization(services)
-            yield
+            ingest = app.state.device_ingest = DeviceIngest(config, redis, services.device_keys)
+            await ingest.start()
+            forget_drain = on_drain(ingest.drain)
+            try:
+                yield
+            finally:
+                forget_drain()
+                await ingest.stop()
         finally:
             await redis.aclose()
 
     app = Starlette(
-        routes=[Mount(API_PREFIX, routes=api_routes()), health_routes.metrics_route, *docs_routes.routes],
+        routes=[
+            Mount(API_PREFIX, routes=[*api_routes(), WebSocketRoute("/ws/device", DeviceSocket())]),
+            health_routes.metrics_route,
+            *docs_routes.routes,
+        ],
         middleware=[Middleware(RequestGate)],
         exception_handlers={TelehubError: error_response, HTTPException: error_response},
         lifespan=lifespan,

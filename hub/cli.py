@@ -111,6 +111,9 @@ def redis_for(config: HubConfig, *, serving: bool) -> Iterator[HubConfig]:
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.supervisors import multiprocess as uvicorn_multiprocess
+
+    from hub.lifecycle import HubServer
 
     config = _config(args)
     # SIGTERM stops the hub like Ctrl-C does: uvicorn shuts down gracefully and then raises the signal again,
@@ -137,13 +140,23 @@ def run_serve(args: argparse.Namespace) -> int:
             "loop": "uvloop" if sys.platform != "win32" else "asyncio",
             "timeout_graceful_shutdown": 10,
             "server_header": False,
+            # The websockets implementation: it supports refusing a handshake with an HTTP status (401), and
+            # closes with 1009 a frame over the size limit.
+            "ws": "websockets",
+            "ws_max_size": config.max_frame_bytes,
         }
         if config.workers == 1:
             from hub.app import create_app
 
-            uvicorn.run(create_app(config), **options)
+            server = HubServer(uvicorn.Config(create_app(config), **options))
+            with contextlib.suppress(KeyboardInterrupt):
+                server.run()
+            if not server.started:
+                return 3
         else:
             os.environ.update(config.to_env())
+            # Each worker runs uvicorn's Server class from this module: make it the draining one.
+            uvicorn_multiprocess.Server = HubServer  # type: ignore[attr-defined]
             uvicorn.run("hub.cli:worker_app", factory=True, workers=config.workers, **options)
     return 0
 

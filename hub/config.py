@@ -59,6 +59,11 @@ class HubConfig:
 
     # Limits on sizes.
     max_body_bytes: int = 1_048_576
+    # A device WebSocket frame larger than this closes the connection with 1009.
+    max_frame_bytes: int = 1_048_576
+
+    # Ingest: how often the batch of received frames is written to Redis (and acked).
+    flush_interval_ms: int = 5
 
     webhook_allow_private: bool = False
     log_level: str = "info"
@@ -113,6 +118,8 @@ class HubConfig:
         need(self.rate_limit_burst >= 1, "rate_limit_burst", "must be at least 1")
         need(self.login_max_failures >= 1, "login_max_failures", "must be at least 1")
         need(self.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+        need(1024 <= self.max_frame_bytes <= 64 * 1_048_576, "max_frame_bytes", "must be 1024 to 67108864")
+        need(1 <= self.flush_interval_ms <= 1000, "flush_interval_ms", "must be 1 to 1000")
         need(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         need(
             bool(self.bootstrap_email) == bool(self.bootstrap_password),

@@ -78,9 +78,14 @@ class EmbeddedRedis:
     ``owner`` tells whether this process started the server (and so stops it on exit).
     """
 
-    def __init__(self, data_dir: Path, *, fsync: str = "everysec") -> None:
+    def __init__(
+        self, data_dir: Path, *, fsync: str = "everysec", port: int | None = None, password: str | None = None
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.fsync = fsync
+        # Fixed port and password (a restart where clients expect it); by default a free port, a new password.
+        self.port = port
+        self.password = password
         self.owner = False
         self._lock: IO[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -185,9 +190,9 @@ class EmbeddedRedis:
 
     def _spawn(self) -> _Connection:
         binary = redis_server_binary()
-        password = secrets.token_urlsafe(32)
+        password = self.password or secrets.token_urlsafe(32)
         for _attempt in range(5):
-            port = _free_port()
+            port = self.port or _free_port()
             conf = self.data_dir / CONF_FILE
             _write_private(conf, self._config_text(port, password))
             process = subprocess.Popen(  # noqa: S603 - fixed binary and our own config file

@@ -1,0 +1,121 @@
+"""Wires the ingest side into the hub: the device gateway, its flusher, presence, and the control channel.
+
+The hub hands ingest what it needs as plain callables (device-key lookup, presence, announcing to other
+processes) and listens on the ``th:control`` pub/sub channel for session replacements and revocations made
+on any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from hub import keys
+from hub.config import HubConfig
+from hub.presence import Presence
+from hub.redis_client import SOCKET_TIMEOUT_S, StrRedis
+from hub.registry.device_keys import DeviceKeys
+from ingest.flusher import Flusher, FlushPolicy
+from ingest.gateway import DeviceGateway, GatewaySettings
+from ingest.limits import FrameLimits
+from ingest.ports import DeviceIdentity
+from ingest.stream_writer import Retention, StreamWriter
+
+__all__ = ["DeviceIngest", "DeviceSocket"]
+
+log = logging.getLogger("telehub.ingest")
+CONTROL_RETRY_S = 1.0
+
+
+class DeviceIngest:
+    """The device side of one hub process; ``start`` in the lifespan, ``drain`` before the server closes."""
+
+    def __init__(self, config: HubConfig, redis: StrRedis, device_keys: DeviceKeys) -> None:
+        self.redis = redis
+        # Frames are bytes: a client that leaves replies undecoded, with its own pool.
+        # A write that outlasts the timeout is retried; the store script makes the retry harmless.
+        self.frames_redis: Any = Redis.from_url(
+            config.redis_url, max_connections=16, health_check_interval=30, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        retention = Retention()
+        self.writer = StreamWriter(self.frames_redis, retention=retention)
+        self.flusher = Flusher(self.writer, policy=FlushPolicy(interval_s=config.flush_interval_ms / 1000))
+        self.presence = Presence(redis, retention=retention)
+        self.device_keys = device_keys
+        self.gateway = DeviceGateway(
+            authenticate=self.authenticate,
+            presence=self.presence,
+            flusher=self.flusher,
+            writer=self.writer,
+            announce=self.announce,
+            settings=GatewaySettings(limits=FrameLimits(max_frame_bytes=config.max_frame_bytes)),
+        )
+        self._control: asyncio.Task[None] | None = None
+        self._drained = False
+
+    async def authenticate(self, token: str) -> DeviceIdentity | None:
+        principal = await self.device_keys.resolve(token)
+        if principal is None or principal.device_id is None:
+            return None
+        return DeviceIdentity(principal.org_id, principal.device_id)
+
+    async def announce(self, message: dict[str, Any]) -> None:
+        await self.redis.publish(keys.CONTROL_CHANNEL, orjson.dumps(message))
+
+    async def start(self) -> None:
+        self.flusher.start()
+        ready = asyncio.Event()
+        self._control = asyncio.get_running_loop().create_task(self._listen(ready), name="control-listener")
+        # Subscribed before the first device is accepted, so no replacement is missed.
+        await asyncio.wait_for(ready.wait(), timeout=10)
+
+    async def drain(self) -> None:
+        """Store and ack what is pending, close device connections with 1012 (once; safe to call twice)."""
+        if self._drained:
+            return
+        self._drained = True
+        await self.gateway.drain()
+
+    async def stop(self) -> None:
+        await self.drain()
+        if self._control is not None:
+            self._control.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control
+        await self.frames_redis.aclose()
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.CONTROL_CHANNEL)
+                    ready.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._dispatch(message["data"])
+            except (RedisError, OSError) as exc:
+                ready.set()
+                log.warning("control channel lost (%s); resubscribing in %.0f s", exc, CONTROL_RETRY_S)
+                await asyncio.sleep(CONTROL_RETRY_S)
+
+    def _dispatch(self, data: str | bytes) -> None:
+        try:
+            message = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(message, dict):
+            self.gateway.on_control(message)
+
+
+class DeviceSocket:
+    """The ASGI endpoint of ``/api/v1/ws/device``: hands the connection to this process's gateway."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ingest: DeviceIngest = scope["app"].state.device_ingest
+        await ingest.gateway(scope, receive, send)

@@ -1,0 +1,225 @@
+"""The device WebSocket endpoint ``/api/v1/ws/device``, as a lean ASGI app (no per-message framework layer).
+
+Handshake: the device key from ``Authorization: Bearer dk_…`` (401 otherwise), subprotocol ``telehub.v1``
+when offered, then ``hello`` with the last stored seq. Each frame is decoded in the connection's task and
+added to the shared batch; a rejected frame gets an ``error`` frame and the connection stays open. One
+connection per device: a newer one, on any process, closes the older with 4003; a revoked or deleted device
+is closed with 4001; shutdown stores and acks what is pending, then closes with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from prometheus_client import Counter, Gauge
+
+from ingest import codec
+from ingest.batch import PendingFrame
+from ingest.flusher import Flusher
+from ingest.frames import CommandResultFrame, EventFrame, TelemetryFrame
+from ingest.limits import FrameLimits
+from ingest.ports import DeviceAuthenticator, DeviceIdentity, PresenceSink
+from ingest.session import DeviceSession
+from ingest.stream_writer import StreamWriter
+
+__all__ = ["DeviceGateway", "GatewaySettings"]
+
+log = logging.getLogger("telehub.ingest")
+
+SUBPROTOCOL = "telehub.v1"
+CLOSE_REVOKED = 4001
+CLOSE_REPLACED = 4003
+CLOSE_RESTART = 1012
+
+CONNECTIONS = Gauge("telehub_device_connections", "open device WebSocket connections")
+FRAMES_REJECTED = Counter("telehub_ingest_frames_rejected_total", "device frames answered with an error", ["code"])
+
+Announce = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    limits: FrameLimits = field(default_factory=FrameLimits)
+    # Frames one connection may have waiting to be stored before its socket is no longer read.
+    max_in_flight: int = 1024
+    shutdown_timeout_s: float = 10.0
+
+
+class DeviceGateway:
+    def __init__(
+        self,
+        *,
+        authenticate: DeviceAuthenticator,
+        presence: PresenceSink,
+        flusher: Flusher,
+        writer: StreamWriter,
+        announce: Announce,
+        settings: GatewaySettings | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.authenticate = authenticate
+        self.presence = presence
+        self.flusher = flusher
+        self.writer = writer
+        self.announce = announce
+        self.settings = settings or GatewaySettings()
+        self.clock = clock
+        self.sessions: dict[DeviceIdentity, DeviceSession] = {}
+        self.accepting = True
+        # Cleared while draining: connections stop reading, so the last flush has an end.
+        self._reading = asyncio.Event()
+        self._reading.set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        if not self.accepting:
+            await _deny(scope, send, 503, "unavailable", "the server is shutting down; reconnect shortly")
+            return
+        device = await self._authenticate(scope)
+        if device is None:
+            await _deny(scope, send, 401, "unauthenticated", "send Authorization: Bearer <device key>")
+            return
+        offered = scope.get("subprotocols") or []
+        await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL if SUBPROTOCOL in offered else None})
+        session = DeviceSession(device, send, max_in_flight=self.settings.max_in_flight, binary=_hello_is_binary(scope))
+        await self._open(session)
+        try:
+            await self._receive_frames(session, receive)
+        finally:
+            await self._close(session)
+
+    async def _authenticate(self, scope: dict[str, Any]) -> DeviceIdentity | None:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").strip().partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    return await self.authenticate(token.strip())
+        return None
+
+    async def _open(self, session: DeviceSession) -> None:
+        older = self.sessions.get(session.device)
+        if older is not None:
+            older.close(CLOSE_REPLACED, "session_replaced")
+        self.sessions[session.device] = session
+        CONNECTIONS.inc()
+        await self.announce(
+            {
+                "type": "session_opened",
+                "org_id": session.device.org_id,
+                "device_id": session.device.device_id,
+                "connection_id": session.connection_id,
+            }
+        )
+        last_seq = await self.writer.last_seq(session.device.org_id, session.device.device_id)
+        session.start(last_seq, self.clock())
+        await self.presence.connected(session.device, session.connection_id)
+
+    async def _close(self, session: DeviceSession) -> None:
+        if self.sessions.get(session.device) is session:
+            del self.sessions[session.device]
+        CONNECTIONS.dec()
+        await session.finish()
+        await self.presence.disconnected(session.device, session.connection_id)
+
+    async def _receive_frames(self, session: DeviceSession, receive: Any) -> None:
+        limits = self.settings.limits
+        while True:
+            await self.flusher.room()
+            await session.room()
+            if not self._reading.is_set():
+                await self._reading.wait()
+            message = await receive()
+            if message["type"] != "websocket.receive" or session.closed.is_set():
+                return
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text") or ""
+            try:
+                frame = codec.decode_frame(data, now_ms=self.clock(), limits=limits)
+            except codec.FrameError as exc:
+                FRAMES_REJECTED.labels(exc.code).inc()
+                session.reply(codec.error(exc.seq, exc.code, exc.message), binary=isinstance(data, bytes))
+                continue
+            seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
+            kind = _kind(frame)
+            session.binary = frame.binary
+            session.frame_added()
+            self.flusher.add(session.device, PendingFrame(seq, kind, frame.binary, frame.raw, session))
+
+    def on_control(self, message: dict[str, Any]) -> None:
+        """A message from the control channel (any process): close a replaced or revoked connection here."""
+        try:
+            device = DeviceIdentity(message["org_id"], message["device_id"])
+        except (KeyError, TypeError):
+            return
+        session = self.sessions.get(device)
+        if session is None:
+            return
+        if message.get("type") == "session_opened" and message.get("connection_id") != session.connection_id:
+            session.close(CLOSE_REPLACED, "session_replaced")
+        elif message.get("type") == "device_key_revoked":
+            session.close(CLOSE_REVOKED, "revoked")
+
+    async def drain(self) -> None:
+        """Shutdown: refuse new devices, store and ack everything pending, then close every connection 1012."""
+        self.accepting = False
+        self._reading.clear()
+        try:
+            await asyncio.wait_for(self.flusher.stop(), self.settings.shutdown_timeout_s)
+        except TimeoutError:
+            log.error("shutdown: frames still unstored after %.0f s (Redis down?)", self.settings.shutdown_timeout_s)
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.close(CLOSE_RESTART, "server restarting")
+        waits = [asyncio.create_task(s.closed.wait()) for s in sessions]
+        if waits:
+            await asyncio.wait(waits, timeout=self.settings.shutdown_timeout_s)
+            for task in waits:
+                task.cancel()
+        # Let the receive loops run on: they see the close and end, so the server can finish.
+        self._reading.set()
+
+
+def _kind(frame: TelemetryFrame | EventFrame | CommandResultFrame) -> bytes:
+    if isinstance(frame, TelemetryFrame):
+        return frame.kind.encode()
+    if isinstance(frame, EventFrame):
+        return b"event"
+    return b"command_result"
+
+
+def _hello_is_binary(scope: dict[str, Any]) -> bool:
+    """``hello`` answers no frame: MessagePack unless the URL asks ``?encoding=json``."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    encoding: str = query.get("encoding", ["msgpack"])[0]
+    return encoding != "json"
+
+
+async def _deny(scope: dict[str, Any], send: Any, status: int, code: str, message: str) -> None:
+    """Refuse the handshake with an HTTP status and the error envelope (or a bare close if unsupported)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        request_id = "req_" + secrets.token_hex(12)
+        body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+        ]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 4001 if status == 401 else 1013})

@@ -1,0 +1,134 @@
+"""One device connection: its bounded in-flight frames and the ordered messages the server owes it.
+
+The receive loop (in the gateway) adds frames; the flusher calls :meth:`DeviceSession.flushed`; a writer task
+sends what is owed in order: error frames as they happen, and cumulative acks, coalesced (a newer ack
+replaces an unsent older one, since ``ack 17`` says everything ``ack 16`` does). A slow reader therefore
+never blocks the flusher or other devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ingest import codec
+from ingest.ports import DeviceIdentity
+
+__all__ = ["Close", "DeviceSession"]
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    message: dict[str, Any]
+    binary: bool
+
+
+class DeviceSession:
+    def __init__(self, device: DeviceIdentity, send: Send, *, max_in_flight: int, binary: bool) -> None:
+        self.device = device
+        self.connection_id = secrets.token_hex(8)
+        self._send = send
+        self.max_in_flight = max_in_flight
+        # Encoding of the latest frame: acks answer in it.
+        self.binary = binary
+        self.in_flight = 0
+        self.acked_seq = 0
+        self._outbox: deque[_Outgoing | Close] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.closed = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def start(self, last_seq: int, server_time: int) -> None:
+        self.acked_seq = last_seq
+        self.reply(codec.hello(self.device.device_id, last_seq, server_time), binary=self.binary)
+        self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"device-writer-{self.device}")
+
+    # Receive side.
+
+    def frame_added(self) -> None:
+        self.in_flight += 1
+        if self.in_flight >= self.max_in_flight:
+            self._room.clear()
+
+    async def room(self) -> None:
+        """Wait while this connection has its maximum of frames waiting to be stored."""
+        if not self._room.is_set():
+            await self._room.wait()
+
+    def reply(self, message: dict[str, Any], *, binary: bool) -> None:
+        self._enqueue(_Outgoing(message, binary))
+
+    # Flusher side (AckTarget).
+
+    def flushed(self, seq: int, count: int) -> None:
+        self.in_flight -= count
+        if self.in_flight < self.max_in_flight:
+            self._room.set()
+        # Every flushed frame is answered, a resent one (seq at or below what is stored) included: the ack is
+        # cumulative, so it names the highest seq known stored.
+        self.acked_seq = max(self.acked_seq, seq)
+        last = self._outbox[-1] if self._outbox else None
+        if isinstance(last, _Outgoing) and last.message.get("type") == "ack":
+            last.message = codec.ack(self.acked_seq)
+            last.binary = self.binary
+            return
+        self._enqueue(_Outgoing(codec.ack(self.acked_seq), self.binary))
+
+    # Closing.
+
+    def close(self, code: int, reason: str) -> None:
+        """Send what is owed, then close with ``code`` (idempotent: the first close wins)."""
+        if not any(isinstance(item, Close) for item in self._outbox) and not self.closed.is_set():
+            self._enqueue(Close(code, reason))
+
+    async def finish(self) -> None:
+        """After the connection ended: stop the writer."""
+        self.closed.set()
+        self._room.set()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+
+    def _enqueue(self, item: _Outgoing | Close) -> None:
+        self._outbox.append(item)
+        self._wake.set()
+
+    async def _write(self) -> None:
+        try:
+            await self._write_owed()
+        except Exception:  # the connection went away under us: the receive loop sees the disconnect
+            self.closed.set()
+            self._room.set()
+
+    async def _write_owed(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                item = self._outbox.popleft()
+                if isinstance(item, Close):
+                    await self._send({"type": "websocket.close", "code": item.code, "reason": item.reason})
+                    self.closed.set()
+                    self._room.set()
+                    return
+                encoded = codec.encode_message(item.message, binary=item.binary)
+                if isinstance(encoded, bytes):
+                    await self._send({"type": "websocket.send", "bytes": encoded})
+                else:
+                    await self._send({"type": "websocket.send", "text": encoded})
