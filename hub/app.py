@@ -18,6 +18,7 @@ from hub.api import (
     docs_routes,
     health_routes,
     provisioning_routes,
+    readings_routes,
     users_routes,
 )
 from hub.api.middleware import RequestGate, error_response
@@ -41,6 +42,7 @@ def api_routes() -> list[BaseRoute]:
         *users_routes.routes,
         *devices_routes.routes,
         *provisioning_routes.routes,
+        *readings_routes.routes,
         *health_routes.routes,
     ]
 

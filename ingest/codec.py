@@ -31,7 +31,7 @@ import orjson
 from ingest.frames import CommandResultFrame, DeviceFrame, EventFrame, Samples, TelemetryFrame
 from ingest.limits import MAX_ERROR_CHARS, FrameLimits
 
-__all__ = ["FrameError", "ack", "decode_frame", "encode_message", "error", "hello"]
+__all__ = ["FrameError", "ack", "decode_frame", "decode_readings", "encode_message", "error", "hello"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 COMMAND_ID_PATTERN = re.compile(r"cmd_[A-Za-z0-9_-]{1,60}")
@@ -102,6 +102,22 @@ def decode_frame(data: bytes | str, *, now_ms: int, limits: FrameLimits) -> Devi
     except FrameError as exc:
         exc.seq = _readable_seq(obj)
         raise
+
+
+def decode_readings(raw: bytes, *, binary: bool, now_ms: int, limits: FrameLimits) -> TelemetryFrame:
+    """An HTTP readings body: a telemetry frame without ``type`` and ``seq`` (``{ts?, metrics}`` or
+    ``{points}``), MessagePack when ``binary`` else JSON. Its kind is ``readings`` and its seq 0 (HTTP has no
+    seq, so these are stored at least once, not exactly once)."""
+    if len(raw) > limits.max_frame_bytes:
+        raise _too_large("body", len(raw), limits.max_frame_bytes)
+    obj = _unpack(raw, limits) if binary else _parse_json(raw)
+    if type(obj) is not dict:
+        raise FrameError("invalid_frame", "the body must be a map")
+    for field in ("type", "seq"):
+        if field in obj:
+            raise FrameError("invalid_frame", f"{field}: not part of a readings body")
+    frame = _telemetry({**obj, "seq": 1}, raw, binary, now_ms, limits)
+    return TelemetryFrame(0, "readings", frame.samples, raw, binary)
 
 
 @overload
@@ -354,7 +370,7 @@ def _check_fields(obj: dict[Any, Any], allowed: frozenset[str], prefix: str = ""
 def _seq(obj: dict[Any, Any]) -> int:
     seq = obj.get("seq")
     if type(seq) is not int or not 0 < seq <= MAX_SEQ:
-        raise FrameError("invalid_seq", "seq: required, an integer from 1 to 2**63-1")
+        raise FrameError("invalid_seq", "seq: required, an integer from 1 to 2**53-1")
     return seq
 
 

@@ -36,10 +36,10 @@ class Samples:
 
 @dataclass(frozen=True, slots=True)
 class TelemetryFrame:
-    """A ``telemetry`` (metrics or points) or ``columns`` frame."""
+    """A ``telemetry`` (metrics or points) or ``columns`` frame, or an HTTP ``readings`` body (seq 0)."""
 
     seq: int
-    kind: Literal["telemetry", "columns"]
+    kind: Literal["telemetry", "columns", "readings"]
     samples: Samples
     # The frame exactly as received: MessagePack bytes, or the UTF-8 of the JSON text.
     raw: bytes
