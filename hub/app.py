@@ -17,6 +17,7 @@ from hub.api import (
     devices_routes,
     docs_routes,
     health_routes,
+    history_routes,
     provisioning_routes,
     readings_routes,
     users_routes,
@@ -43,6 +44,7 @@ def api_routes() -> list[BaseRoute]:
         *devices_routes.routes,
         *provisioning_routes.routes,
         *readings_routes.routes,
+        *history_routes.routes,
         *health_routes.routes,
     ]
 
