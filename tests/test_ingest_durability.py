@@ -235,3 +235,29 @@ async def test_shutdown_acks_what_it_stored_then_closes_1012(redis_url: str, dat
     stored = stored_seqs(redis_url, org_id)
     # Nothing is stored that the device was not told about, and nothing it was told about is missing.
     assert stored == list(range(1, device.acked + 1))
+
+
+async def test_two_processes_behave_as_one(redis_url: str, tmp_path: Path) -> None:
+    env = hub_env(redis_url)
+    with serve(data_dir=tmp_path / "a", env=env) as hub_a, serve(data_dir=tmp_path / "b", env=env) as hub_b:
+        org_id, key = provision_device(hub_a)
+        device = Device(key)
+        async with device.connect(hub_a) as on_a:
+            reader_a = asyncio.create_task(device.read_acks(on_a))
+            for seq in range(1, 501):
+                await on_a.send(frame(seq))
+            await wait_until(lambda: device.acked == 500, "acks from A")
+            # The same device on B: A closes its connection with 4003 wherever it is.
+            async with device.connect(hub_b) as on_b:
+                await asyncio.wait_for(reader_a, 10 * TIMEOUT)
+                assert device.close_code == 4003
+                reader_b = asyncio.create_task(device.read_acks(on_b))
+                for seq in range(450, 1001):  # overlapping resend: duplicates are acked, not stored
+                    await on_b.send(frame(seq))
+                await wait_until(lambda: device.acked == 1000, "acks from B")
+                with httpx.Client(base_url=hub_a.url + "/api/v1", timeout=10 * TIMEOUT) as http:
+                    login = http.post("/auth/login", json={"email": ADMIN, "password": PASSWORD}).json()
+                    record = http.get("/devices/meter-1", headers={"Authorization": f"Bearer {login['token']}"})
+                    assert record.json()["status"] == "online"
+                reader_b.cancel()
+    assert stored_seqs(redis_url, org_id) == list(range(1, 1001))
