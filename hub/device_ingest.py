@@ -13,13 +13,12 @@ import logging
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hub import keys
 from hub.config import HubConfig
 from hub.presence import Presence
-from hub.redis_client import SOCKET_TIMEOUT_S, StrRedis
+from hub.redis_client import StrRedis, open_pool_client
 from hub.registry.device_keys import DeviceKeys
 from ingest.flusher import Flusher, FlushPolicy
 from ingest.gateway import DeviceGateway, GatewaySettings
@@ -40,9 +39,7 @@ class DeviceIngest:
         self.redis = redis
         # Frames are bytes: a client that leaves replies undecoded, with its own pool.
         # A write that outlasts the timeout is retried; the store script makes the retry harmless.
-        self.frames_redis: Any = Redis.from_url(
-            config.redis_url, max_connections=16, health_check_interval=30, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        self.frames_redis: Any = open_pool_client(config.redis_url, decode_responses=False, max_connections=32)
         retention = Retention()
         self.writer = StreamWriter(self.frames_redis, retention=retention)
         self.flusher = Flusher(self.writer, policy=FlushPolicy(interval_s=config.flush_interval_ms / 1000))

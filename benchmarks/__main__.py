@@ -1,0 +1,73 @@
+"""``python -m benchmarks <workload>``: measure telehub and its references side by side (BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from benchmarks.harness import DEFAULT_RESULTS_DIR, TARGETS, BenchmarkOptions, run_benchmark, targets_for
+from benchmarks.workloads import WORKLOADS
+
+
+def _parser() -> argparse.ArgumentParser:
+    workloads = "\n".join(f"  {w.name:<16} {w.description}" for w in WORKLOADS.values())
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run one benchmark workload against telehub and its references; write JSON, Markdown and PNG.",
+        epilog=f"workloads:\n{workloads}\n\ntargets: {', '.join(TARGETS)}, or all (telehub, floor and the "
+        "workload's peers)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("workload", choices=sorted(WORKLOADS), help="what to measure (listed below)")
+    parser.add_argument("--runs", type=int, default=3, help="measured runs per target (default 3)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run (default 10)")
+    parser.add_argument(
+        "--target", default="all", help="telehub, floor, mosquitto, influxdb, a comma list of them, or all (default)"
+    )
+    parser.add_argument("--devices", type=int, help="device connections (default: the workload's)")
+    parser.add_argument("--window", type=int, default=64, help="frames in flight per device (default 64)")
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes (default 2)")
+    parser.add_argument(
+        "--connect-concurrency", type=int, default=64, help="connections each process opens at once (default 64)"
+    )
+    parser.add_argument("--telehub-workers", type=int, default=1, help="telehub serve --workers (default 1)")
+    parser.add_argument(
+        "--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help=f"where to write (default {DEFAULT_RESULTS_DIR})"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    workload = WORKLOADS[args.workload]
+    try:
+        targets = targets_for(workload, args.target)
+    except ValueError as exc:
+        _parser().error(str(exc))
+    for name, value in (("--runs", args.runs), ("--seconds", args.seconds), ("--window", args.window)):
+        if value <= 0:
+            _parser().error(f"{name} must be positive")
+    options = BenchmarkOptions(
+        workload=workload.name,
+        targets=targets,
+        runs=args.runs,
+        seconds=args.seconds,
+        devices=args.devices,
+        window=args.window,
+        processes=args.processes,
+        telehub_workers=args.telehub_workers,
+        connect_concurrency=args.connect_concurrency,
+        results_dir=args.results_dir,
+        command=shlex.join(["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)]),
+    )
+    results = run_benchmark(options)
+    print(Path(results["files"]["md"]).read_text())
+    for kind, path in results["files"].items():
+        print(f"{kind}: {path}")
+    return 0 if all(t["runs"] for t in results["targets"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
