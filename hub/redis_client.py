@@ -32,4 +32,4 @@ def open_pool_client(url: str, *, decode_responses: bool, max_connections: int) 
         health_check_interval=30,
         socket_timeout=SOCKET_TIMEOUT_S,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
