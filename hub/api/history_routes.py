@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -228,22 +229,28 @@ async def list_messages(request: Request) -> JSONResponse:
         raise ValidationFailed({"type": "must be telemetry, event, command_result or all"})
     kinds = None if kind == "all" else MESSAGE_TYPES[kind]
     position = _position(request, order)
-    data: list[dict[str, Any]] = []
-    last: str | None = None
-    scanned = 0
-    async for record in _reader(request).frames(
+    records = _reader(request).frames(
         org_id, device_id, start_ms=start, end_ms=end, order=order, after=position.stream_id if position else None
-    ):
-        scanned += 1
-        last = record.stream_id
-        if kinds is None or record.kind in kinds:
-            data.append(_message(record))
-        if len(data) >= limit or scanned >= MAX_SCAN_FRAMES:
-            break
-    more = last is not None and (len(data) >= limit or scanned >= MAX_SCAN_FRAMES)
-    return JSONResponse(
-        cursor_page(data, limit=limit, next_position=Position(last).encode() if more and last else None, order=order)
     )
+    page = await _stream_page(
+        ((r.stream_id, _message(r) if kinds is None or r.kind in kinds else None) async for r in records), limit
+    )
+    return JSONResponse(cursor_page(page[0], limit=limit, next_position=page[1], order=order))
+
+
+async def _stream_page(
+    items: AsyncIterator[tuple[str, dict[str, Any] | None]], limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to ``limit`` kept items (None: filtered out) of a stream walk, and the position to go on from."""
+    data: list[dict[str, Any]] = []
+    scanned = 0
+    async for stream_id, item in items:
+        scanned += 1
+        if item is not None:
+            data.append(item)
+        if len(data) >= limit or scanned >= MAX_SCAN_FRAMES:
+            return data, Position(stream_id).encode()
+    return data, None
 
 
 def _message(record: FrameRecord) -> dict[str, Any]:
@@ -272,25 +279,18 @@ async def list_events(request: Request) -> JSONResponse:
     position = _position(request, order)
     wanted_type = request.query_params.get("type") or None
     wanted_device = request.query_params.get("device_id") or None
-    data: list[dict[str, Any]] = []
-    last: str | None = None
-    scanned = 0
-    async for stream_id, fields in _reader(request).events(
-        principal.org_id, start_ms=start, end_ms=end, order=order, after=position.stream_id if position else None
-    ):
-        scanned += 1
-        last = stream_id
-        event = _event(stream_id, fields)
-        if (wanted_type is None or event["type"] == wanted_type) and (
+
+    def keep(event: dict[str, Any]) -> dict[str, Any] | None:
+        matches = (wanted_type is None or event["type"] == wanted_type) and (
             wanted_device is None or event["device_id"] == wanted_device
-        ):
-            data.append(event)
-        if len(data) >= limit or scanned >= MAX_SCAN_FRAMES:
-            break
-    more = last is not None and (len(data) >= limit or scanned >= MAX_SCAN_FRAMES)
-    return JSONResponse(
-        cursor_page(data, limit=limit, next_position=Position(last).encode() if more and last else None, order=order)
+        )
+        return event if matches else None
+
+    events = _reader(request).events(
+        principal.org_id, start_ms=start, end_ms=end, order=order, after=position.stream_id if position else None
     )
+    page = await _stream_page(((sid, keep(_event(sid, fields))) async for sid, fields in events), limit)
+    return JSONResponse(cursor_page(page[0], limit=limit, next_position=page[1], order=order))
 
 
 def _event(stream_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
