@@ -43,6 +43,8 @@ class IngestBatch:
         self.orgs: dict[str, dict[str, DeviceFrames]] = {}
         self.frames = 0
         self.bytes = 0
+        # Each target's highest seq and frame count so far, kept as frames are added (no pass at flush time).
+        self.owed: dict[AckTarget, tuple[int, int]] = {}
 
     def add(self, device: DeviceIdentity, frame: PendingFrame) -> None:
         devices = self.orgs.get(device.org_id)
@@ -54,21 +56,13 @@ class IngestBatch:
         pending.frames.append(frame)
         self.frames += 1
         self.bytes += len(frame.raw)
+        if frame.target is not None:
+            seq, count = self.owed.get(frame.target, (0, 0))
+            self.owed[frame.target] = (max(seq, frame.seq), count + 1)
 
     def take(self) -> IngestBatch:
         """Everything added so far, leaving this batch empty for the frames that arrive during the flush."""
         taken = IngestBatch()
-        taken.orgs, taken.frames, taken.bytes = self.orgs, self.frames, self.bytes
-        self.orgs, self.frames, self.bytes = {}, 0, 0
+        taken.orgs, taken.frames, taken.bytes, taken.owed = self.orgs, self.frames, self.bytes, self.owed
+        self.orgs, self.frames, self.bytes, self.owed = {}, 0, 0, {}
         return taken
-
-    def acks(self) -> dict[AckTarget, tuple[int, int]]:
-        """Each target's highest seq and frame count in this batch: the cumulative ack it is owed once stored."""
-        owed: dict[AckTarget, tuple[int, int]] = {}
-        for devices in self.orgs.values():
-            for pending in devices.values():
-                for frame in pending.frames:
-                    if frame.target is not None:
-                        seq, count = owed.get(frame.target, (0, 0))
-                        owed[frame.target] = (max(seq, frame.seq), count + 1)
-        return owed

@@ -59,8 +59,6 @@ class Flusher:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -81,7 +79,6 @@ class Flusher:
 
     def add(self, device: DeviceIdentity, frame: PendingFrame) -> None:
         self.batch.add(device, frame)
-        self._idle.clear()
         if self.batch.frames == 1 or self.batch.frames >= self.policy.max_batch_frames:
             self._wake.set()
         self._update_room()
@@ -90,10 +87,6 @@ class Flusher:
         """Wait until the store has caught up enough for connections to read more frames."""
         if not self._room.is_set():
             await self._room.wait()
-
-    async def idle(self) -> None:
-        """Wait until everything added so far is stored and acked (tests, shutdown)."""
-        await self._idle.wait()
 
     async def _run(self) -> None:
         while True:
@@ -105,10 +98,8 @@ class Flusher:
                 await self._flush(self.batch.take())
             if self.batch.frames:
                 self._wake.set()
-            else:
-                self._idle.set()
-                if self._stopping:
-                    return
+            elif self._stopping:
+                return
 
     async def _flush(self, batch: IngestBatch) -> None:
         self._writing = batch
@@ -128,7 +119,7 @@ class Flusher:
         FRAMES_STORED.inc(stored)
         FRAMES_FLUSHED.inc(batch.frames)
         self._writing = IngestBatch()
-        for target, (seq, count) in batch.acks().items():
+        for target, (seq, count) in batch.owed.items():
             target.flushed(seq, count)
         self._update_room()
         FRAMES_WAITING.set(self.waiting_frames)

@@ -26,7 +26,6 @@ Order = Literal["asc", "desc"]
 SCAN_CHUNK = 200
 # Stored frames were checked when received; reading them back accepts any ts.
 _REREAD = FrameLimits(past_ms=2**62, future_ms=2**62)
-TELEMETRY_KINDS = frozenset({b"telemetry", b"columns", b"readings"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import httpx2 as httpx
 
+from benchmarks.procstat import children_of
 from tests.conftest import TIMEOUT
 
 __all__ = [
@@ -128,18 +129,7 @@ def _pids() -> list[int]:
 
 def process_tree(root: int) -> list[int]:
     """The running descendants of ``root`` (children, grandchildren, ...), ``root`` excluded."""
-    children: dict[int, list[int]] = {}
-    for pid in _pids():
-        stat = _stat(pid)
-        if stat is not None and stat[0] not in ("Z", "X"):
-            children.setdefault(int(stat[1]), []).append(pid)
-    found: list[int] = []
-    pending = [root]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
+    return children_of(root)
 
 
 def cmdline(pid: int) -> str:

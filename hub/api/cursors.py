@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 
-from hub.errors import BadRequest, ValidationFailed
+from hub.errors import BadRequest
+from ingest.history import Order
 
 __all__ = ["Order", "cursor_page", "decode_cursor", "encode_cursor", "order_param"]
 
-Order = Literal["asc", "desc"]
 VERSION = 1
 MAX_CURSOR_CHARS = 512
 
@@ -44,12 +44,12 @@ def decode_cursor(text: str, order: Order) -> str:
     return position
 
 
-def order_param(request: Request, *, default: Order = "asc") -> Order:
+def order_param(request: Request, errors: dict[str, str], *, default: Order = "asc") -> Order:
+    """``order`` from the query string; a bad value is added to ``errors`` (reported with the others)."""
     raw = request.query_params.get("order", default)
     if raw not in ("asc", "desc"):
-        raise ValidationFailed({"order": "must be asc or desc"})
-    order: Order = "asc" if raw == "asc" else "desc"
-    return order
+        errors["order"] = "must be asc or desc"
+    return "desc" if raw == "desc" else "asc"
 
 
 def cursor_page(data: list[Any], *, limit: int, next_position: str | None, order: Order) -> dict[str, Any]:

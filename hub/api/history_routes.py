@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from hub.api import history_schemas as hs
 from hub.api.cursors import Order, cursor_page, decode_cursor, order_param
-from hub.api.http import JSONResponse, principal_of
+from hub.api.http import JSONResponse, int_param, principal_of
 from hub.api.spec import operation
 from hub.auth.principal import Role
 from hub.clock import iso_ms, parse_time_ms
@@ -64,25 +64,11 @@ def _time_param(request: Request, name: str, errors: dict[str, str]) -> int | No
         return None
 
 
-def _limit(request: Request, default: int, maximum: int, errors: dict[str, str]) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        errors["limit"] = f"must be from 1 to {maximum}"
-        return default
-    return int(raw)
-
-
 def _common(request: Request, default: int, maximum: int) -> tuple[int | None, int | None, int, Order]:
     errors: dict[str, str] = {}
     start, end = _time_param(request, "from", errors), _time_param(request, "to", errors)
-    limit = _limit(request, default, maximum, errors)
-    try:
-        order = order_param(request)
-    except ValidationFailed as exc:
-        errors.update(exc.details)
-        order = "asc"
+    limit = int_param(request, "limit", default, 1, maximum, errors)
+    order = order_param(request, errors)
     if start is not None and end is not None and start > end:
         errors["from"] = "must not be after to"
     if errors:

@@ -13,6 +13,7 @@ from hub.errors import BadRequest, PayloadTooLarge, Unauthenticated, Unsupported
 
 __all__ = [
     "JSONResponse",
+    "int_param",
     "json_body",
     "offset_page",
     "page_params",
@@ -86,8 +87,8 @@ async def json_body(request: Request) -> dict[str, Any]:
 def page_params(request: Request, *, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> tuple[int, int]:
     """``limit`` and ``offset`` from the query string, validated."""
     errors: dict[str, str] = {}
-    limit = _int_param(request, "limit", default, 1, maximum, errors)
-    offset = _int_param(request, "offset", 0, 0, 10**9, errors)
+    limit = int_param(request, "limit", default, 1, maximum, errors)
+    offset = int_param(request, "offset", 0, 0, 10**9, errors)
     if errors:
         raise ValidationFailed(errors)
     return limit, offset
@@ -98,7 +99,8 @@ def offset_page(data: list[Any], *, total: int, limit: int, offset: int) -> dict
     return {"data": data, "meta": {"total": total, "limit": limit, "offset": offset}}
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int, errors: dict[str, str]) -> int:
+def int_param(request: Request, name: str, default: int, low: int, high: int, errors: dict[str, str]) -> int:
+    """A whole-number query parameter in [low, high]; a problem is added to ``errors`` (reported together)."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
