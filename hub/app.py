@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -55,7 +56,7 @@ def create_app(config: HubConfig) -> Starlette:
         raise ValueError("create_app needs config.redis_url; `telehub serve` starts an embedded Redis for you")
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = open_redis(config.redis_url)
         try:
             services = Services.build(config, redis)
@@ -65,7 +66,8 @@ def create_app(config: HubConfig) -> Starlette:
             await ingest.start()
             forget_drain = on_drain(ingest.drain)
             try:
-                yield
+                # Lifespan state: uvicorn hands it to hub.websocket_dispatch, which serves devices from it.
+                yield {"device_ingest": ingest}
             finally:
                 forget_drain()
                 await ingest.stop()

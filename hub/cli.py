@@ -114,6 +114,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from uvicorn.supervisors import multiprocess as uvicorn_multiprocess
 
     from hub.lifecycle import HubServer
+    from hub.websocket_dispatch import WebSocketDispatch
 
     config = _config(args)
     # SIGTERM stops the hub like Ctrl-C does: uvicorn shuts down gracefully and then raises the signal again,
@@ -140,9 +141,8 @@ def run_serve(args: argparse.Namespace) -> int:
             "loop": "uvloop" if sys.platform != "win32" else "asyncio",
             "timeout_graceful_shutdown": 10,
             "server_header": False,
-            # The websockets implementation: it supports refusing a handshake with an HTTP status (401), and
-            # closes with 1009 a frame over the size limit.
-            "ws": "websockets",
+            # Device sockets on the lean path, the rest on uvicorn's sans-I/O websockets (hub.websocket_dispatch).
+            "ws": WebSocketDispatch,
             "ws_max_size": config.max_frame_bytes,
         }
         if config.workers == 1:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from ingest.ports import DeviceIdentity
 
-__all__ = ["AckTarget", "DeviceFrames", "IngestBatch", "PendingFrame"]
+__all__ = ["AckTarget", "DeviceFrames", "IngestBatch"]
 
 
 class AckTarget(Protocol):
@@ -22,18 +22,13 @@ class AckTarget(Protocol):
 
 
 @dataclass(slots=True)
-class PendingFrame:
-    # The device's seq; 0 for frames that carry none (command results, HTTP readings): always stored.
-    seq: int
-    kind: bytes
-    binary: bool
-    raw: bytes
-    target: AckTarget | None
-
-
-@dataclass(slots=True)
 class DeviceFrames:
-    frames: list[PendingFrame] = field(default_factory=list)
+    """One device's frames in a batch, already laid out as the store script reads them: per frame its seq
+    (as text: Lua prints large numbers in exponent form), kind, binary flag (``b"1"``/``b"0"``) and bytes."""
+
+    count: int = 0
+    size: int = 0
+    wire: list[str | bytes] = field(default_factory=list)
 
 
 class IngestBatch:
@@ -46,19 +41,24 @@ class IngestBatch:
         # Each target's highest seq and frame count so far, kept as frames are added (no pass at flush time).
         self.owed: dict[AckTarget, tuple[int, int]] = {}
 
-    def add(self, device: DeviceIdentity, frame: PendingFrame) -> None:
+    def add(
+        self, device: DeviceIdentity, seq: int, kind: bytes, binary: bool, raw: bytes, target: AckTarget | None
+    ) -> None:
+        """One frame; ``seq`` 0 for frames that carry none (command results, HTTP readings): always stored."""
         devices = self.orgs.get(device.org_id)
         if devices is None:
             devices = self.orgs[device.org_id] = {}
         pending = devices.get(device.device_id)
         if pending is None:
             pending = devices[device.device_id] = DeviceFrames()
-        pending.frames.append(frame)
+        pending.count += 1
+        pending.size += len(raw)
+        pending.wire += (str(seq), kind, b"1" if binary else b"0", raw)
         self.frames += 1
-        self.bytes += len(frame.raw)
-        if frame.target is not None:
-            seq, count = self.owed.get(frame.target, (0, 0))
-            self.owed[frame.target] = (max(seq, frame.seq), count + 1)
+        self.bytes += len(raw)
+        if target is not None:
+            owed = self.owed.get(target)
+            self.owed[target] = (seq, 1) if owed is None else (max(seq, owed[0]), owed[1] + 1)
 
     def take(self) -> IngestBatch:
         """Everything added so far, leaving this batch empty for the frames that arrive during the flush."""

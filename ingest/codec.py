@@ -43,9 +43,6 @@ _NUMBER_TYPES = frozenset({int, float, bool})
 # Binary columns are little-endian whatever the host (on little-endian hosts these are int64/float64).
 _WIRE_I8: np.dtype[np.int64] = np.dtype("<i8")
 _WIRE_F8: np.dtype[np.float64] = np.dtype("<f8")
-# Shared, read-only metric indexes for small telemetry frames (saves an allocation per frame).
-_METRIC_INDEX = np.arange(1024, dtype=np.int32)
-_METRIC_INDEX.flags.writeable = False
 # Metric names already found valid, so a frame of known names costs one set comparison. Cleared when full.
 _known_names: set[str] = set()
 _KNOWN_NAMES_MAX = 10_000
@@ -223,12 +220,7 @@ def _telemetry(obj: dict[Any, Any], raw: bytes, binary: bool, now_ms: int, limit
     ts = _timestamp(obj["ts"], "ts", now_ms, limits) if "ts" in obj else now_ms
     metrics = _metric_map(obj["metrics"], "metrics", limits)
     _check_names(metrics, "metrics")
-    values = _numbers(metrics)
-    n = len(values)
-    ts_array = np.empty(n, dtype=np.int64)
-    ts_array.fill(ts)
-    metric = _METRIC_INDEX[:n] if n <= len(_METRIC_INDEX) else np.arange(n, dtype=np.int32)
-    samples = Samples(ts_array, metric, np.array(values, dtype=np.float64), tuple(metrics))
+    samples = Samples.point(ts, tuple(metrics), _numbers(metrics))
     return TelemetryFrame(seq, "telemetry", samples, raw, binary)
 
 

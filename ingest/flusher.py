@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
-from ingest.batch import IngestBatch, PendingFrame
+from ingest.batch import AckTarget, IngestBatch
 from ingest.ports import DeviceIdentity
 from ingest.stream_writer import StreamWriter
 
@@ -39,7 +40,7 @@ def _now_ms() -> int:
 class FlushPolicy:
     interval_s: float = 0.005
     # A batch this large is flushed at once instead of waiting for the interval.
-    max_batch_frames: int = 20_000
+    max_batch_frames: int = 5_000
     # Frames (or bytes) received and not yet stored, across all connections, before reading stops.
     max_waiting_frames: int = 200_000
     max_waiting_bytes: int = 256 * 1024 * 1024
@@ -48,6 +49,11 @@ class FlushPolicy:
 
 
 class Flusher:
+    """Batches close when full (``max_batch_frames``) or every ``interval_s``; they are written one at a time,
+    in order. Closing full batches instead of writing everything waiting at once keeps Redis and this
+    process busy together: while one batch is being stored, the devices acked for the one before are
+    already sending the next frames."""
+
     def __init__(
         self, writer: StreamWriter, *, policy: FlushPolicy | None = None, clock: Callable[[], int] = _now_ms
     ) -> None:
@@ -55,16 +61,14 @@ class Flusher:
         self.policy = policy or FlushPolicy()
         self.clock = clock
         self.batch = IngestBatch()
-        self._writing = IngestBatch()
+        self._closed: deque[IngestBatch] = deque()
+        self.waiting_frames = 0
+        self._waiting_bytes = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-
-    @property
-    def waiting_frames(self) -> int:
-        return self.batch.frames + self._writing.frames
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ingest-flusher")
@@ -77,11 +81,28 @@ class Flusher:
             await self._task
             self._task = None
 
-    def add(self, device: DeviceIdentity, frame: PendingFrame) -> None:
-        self.batch.add(device, frame)
-        if self.batch.frames == 1 or self.batch.frames >= self.policy.max_batch_frames:
+    def add(
+        self, device: DeviceIdentity, seq: int, kind: bytes, binary: bool, raw: bytes, target: AckTarget | None
+    ) -> None:
+        """Queue one frame for the next flush (see :meth:`IngestBatch.add`)."""
+        batch = self.batch
+        batch.add(device, seq, kind, binary, raw, target)
+        self.waiting_frames += 1
+        self._waiting_bytes += len(raw)
+        if batch.frames >= self.policy.max_batch_frames:
+            self._closed.append(batch)
+            self.batch = IngestBatch()
             self._wake.set()
-        self._update_room()
+        elif batch.frames == 1:
+            self._wake.set()
+        if (
+            self.waiting_frames >= self.policy.max_waiting_frames
+            or self._waiting_bytes >= self.policy.max_waiting_bytes
+        ):
+            self._room.clear()
+
+    def has_room(self) -> bool:
+        return self._room.is_set()
 
     async def room(self) -> None:
         """Wait until the store has caught up enough for connections to read more frames."""
@@ -92,17 +113,17 @@ class Flusher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self.batch.frames < self.policy.max_batch_frames and not self._stopping:
+            if not self._closed and self.batch.frames < self.policy.max_batch_frames and not self._stopping:
                 await asyncio.sleep(self.policy.interval_s)
-            if self.batch.frames:
-                await self._flush(self.batch.take())
-            if self.batch.frames:
+            batch = self._closed.popleft() if self._closed else self.batch.take()
+            if batch.frames:
+                await self._flush(batch)
+            if self._closed or self.batch.frames:
                 self._wake.set()
             elif self._stopping:
                 return
 
     async def _flush(self, batch: IngestBatch) -> None:
-        self._writing = batch
         FRAMES_WAITING.set(self.waiting_frames)
         delay = self.policy.retry_initial_s
         while True:
@@ -118,15 +139,10 @@ class Flusher:
         FLUSH_SECONDS.observe(time.perf_counter() - started)
         FRAMES_STORED.inc(stored)
         FRAMES_FLUSHED.inc(batch.frames)
-        self._writing = IngestBatch()
+        self.waiting_frames -= batch.frames
+        self._waiting_bytes -= batch.bytes
         for target, (seq, count) in batch.owed.items():
             target.flushed(seq, count)
-        self._update_room()
-        FRAMES_WAITING.set(self.waiting_frames)
-
-    def _update_room(self) -> None:
-        waiting_bytes = self.batch.bytes + self._writing.bytes
-        if self.waiting_frames >= self.policy.max_waiting_frames or waiting_bytes >= self.policy.max_waiting_bytes:
-            self._room.clear()
-        else:
+        if self.waiting_frames < self.policy.max_waiting_frames and self._waiting_bytes < self.policy.max_waiting_bytes:
             self._room.set()
+        FRAMES_WAITING.set(self.waiting_frames)

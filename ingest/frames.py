@@ -11,7 +11,6 @@ import numpy.typing as npt
 __all__ = ["CommandResultFrame", "DeviceFrame", "EventFrame", "Samples", "TelemetryFrame"]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Samples:
     """One frame's data points in columnar long format: sample ``i`` is ``(ts[i], names[metric[i]], value[i])``.
 
@@ -19,19 +18,64 @@ class Samples:
     metric 1, ...); telemetry frames give theirs in the order received. Treat the arrays as read-only: some
     are views of immutable buffers (a binary column's bytes, a shared index) and refuse writes. Equality is
     identity (arrays do not compare to one bool): compare the fields with numpy.
+
+    A one-point frame (``metrics``, the common small frame) keeps its timestamp and values as Python objects
+    and builds the arrays only when they are first read: the ingest loop stores most frames without ever
+    looking at them as arrays, and three small arrays cost more than the rest of decoding such a frame.
     """
 
+    __slots__ = ("_metric", "_point", "_ts", "_value", "names")
+
+    def __init__(
+        self,
+        ts: npt.NDArray[np.int64],
+        metric: npt.NDArray[np.int32],
+        value: npt.NDArray[np.float64],
+        names: tuple[str, ...],
+    ) -> None:
+        self._ts, self._metric, self._value = ts, metric, value
+        # Distinct metric names, in the order first seen in the frame.
+        self.names = names
+        self._point: tuple[int, list[Any]] | None = None
+
+    @classmethod
+    def point(cls, ts: int, names: tuple[str, ...], values: list[Any]) -> Samples:
+        """One data point: ``values[i]`` of metric ``names[i]`` at ``ts`` (finite numbers, checked)."""
+        samples = cls.__new__(cls)
+        samples.names = names
+        samples._point = (ts, values)
+        return samples
+
     # Milliseconds since the epoch; int64, shape (n,).
-    ts: npt.NDArray[np.int64]
+    @property
+    def ts(self) -> npt.NDArray[np.int64]:
+        self._materialize()
+        return self._ts
+
     # Index into ``names``; int32, shape (n,).
-    metric: npt.NDArray[np.int32]
+    @property
+    def metric(self) -> npt.NDArray[np.int32]:
+        self._materialize()
+        return self._metric
+
     # Finite values, booleans as 1.0/0.0; float64, shape (n,).
-    value: npt.NDArray[np.float64]
-    # Distinct metric names, in the order first seen in the frame.
-    names: tuple[str, ...]
+    @property
+    def value(self) -> npt.NDArray[np.float64]:
+        self._materialize()
+        return self._value
 
     def __len__(self) -> int:
-        return len(self.value)
+        return len(self.names) if self._point is not None else len(self._value)
+
+    def _materialize(self) -> None:
+        if self._point is None:
+            return
+        ts, values = self._point
+        n = len(values)
+        self._ts = np.full(n, ts, dtype=np.int64)
+        self._metric = np.arange(n, dtype=np.int32)
+        self._value = np.array(values, dtype=np.float64)
+        self._point = None
 
 
 @dataclass(frozen=True, slots=True)

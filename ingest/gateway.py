@@ -22,15 +22,14 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from ingest import codec
-from ingest.batch import PendingFrame
 from ingest.flusher import Flusher
 from ingest.frames import CommandResultFrame, EventFrame, TelemetryFrame
 from ingest.limits import FrameLimits
 from ingest.ports import DeviceAuthenticator, DeviceIdentity, PresenceSink
-from ingest.session import DeviceSession
+from ingest.session import DeviceSession, Send
 from ingest.stream_writer import StreamWriter
 
-__all__ = ["DeviceGateway", "GatewaySettings"]
+__all__ = ["DeviceGateway", "GatewaySettings", "denial_body", "hello_is_binary"]
 
 log = logging.getLogger("telehub.ingest")
 
@@ -38,6 +37,8 @@ SUBPROTOCOL = "telehub.v1"
 CLOSE_REVOKED = 4001
 CLOSE_REPLACED = 4003
 CLOSE_RESTART = 1012
+UNAUTHENTICATED = "send Authorization: Bearer <device key>"
+SHUTTING_DOWN = "the server is shutting down; reconnect shortly"
 
 CONNECTIONS = Gauge("telehub_device_connections", "open device WebSocket connections")
 FRAMES_REJECTED = Counter("telehub_ingest_frames_rejected_total", "device frames answered with an error", ["code"])
@@ -83,82 +84,95 @@ class DeviceGateway:
         self._reading.set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The ASGI endpoint (any ASGI server, and the in-process test client). ``telehub serve`` takes device
+        connections on the leaner path of :mod:`ingest.device_connection`, over the same methods below."""
         if scope["type"] != "websocket":
             return
         await receive()  # websocket.connect
         if not self.accepting:
-            await _deny(scope, send, 503, "unavailable", "the server is shutting down; reconnect shortly")
+            await _deny(scope, send, 503, "unavailable", SHUTTING_DOWN)
             return
-        device = await self._authenticate(scope)
+        device = await self.authenticate_header(_header(scope, b"authorization"))
         if device is None:
-            await _deny(scope, send, 401, "unauthenticated", "send Authorization: Bearer <device key>")
+            await _deny(scope, send, 401, "unauthenticated", UNAUTHENTICATED)
             return
         offered = scope.get("subprotocols") or []
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL if SUBPROTOCOL in offered else None})
-        session = DeviceSession(device, send, max_in_flight=self.settings.max_in_flight, binary=_hello_is_binary(scope))
-        await self._open(session)
+        session = await self.open_session(device, send, binary=hello_is_binary(scope.get("query_string", b"")))
         try:
-            await self._receive_frames(session, receive)
+            while True:
+                await self.ready_to_read(session)
+                message = await receive()
+                if message["type"] != "websocket.receive" or session.closed.is_set():
+                    return
+                data = message.get("bytes")
+                self.receive(session, data if data is not None else message.get("text") or "")
         finally:
-            await self._close(session)
+            await self.close_session(session)
 
-    async def _authenticate(self, scope: dict[str, Any]) -> DeviceIdentity | None:
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").strip().partition(" ")
-                if scheme.lower() == "bearer" and token.strip():
-                    return await self.authenticate(token.strip())
-        return None
+    # The steps of a connection, whichever server runs it.
 
-    async def _open(self, session: DeviceSession) -> None:
-        older = self.sessions.get(session.device)
+    async def authenticate_header(self, authorization: str | None) -> DeviceIdentity | None:
+        """The device of an ``Authorization: Bearer <device key>`` header, or None."""
+        if authorization is None:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return await self.authenticate(token.strip())
+
+    async def open_session(self, device: DeviceIdentity, send: Send, *, binary: bool) -> DeviceSession:
+        """After the handshake: replace an older connection of the device, say hello, mark it online."""
+        session = DeviceSession(device, send, max_in_flight=self.settings.max_in_flight, binary=binary)
+        older = self.sessions.get(device)
         if older is not None:
             older.close(CLOSE_REPLACED, "session_replaced")
-        self.sessions[session.device] = session
+        self.sessions[device] = session
         CONNECTIONS.inc()
         await self.announce(
             {
                 "type": "session_opened",
-                "org_id": session.device.org_id,
-                "device_id": session.device.device_id,
+                "org_id": device.org_id,
+                "device_id": device.device_id,
                 "connection_id": session.connection_id,
             }
         )
-        last_seq = await self.writer.last_seq(session.device.org_id, session.device.device_id)
+        last_seq = await self.writer.last_seq(device.org_id, device.device_id)
         session.start(last_seq, self.clock())
-        await self.presence.connected(session.device, session.connection_id)
+        await self.presence.connected(device, session.connection_id)
+        return session
 
-    async def _close(self, session: DeviceSession) -> None:
+    def can_read(self, session: DeviceSession) -> bool:
+        """Whether the connection may read another frame now (the store has room, the session too)."""
+        return self.flusher.has_room() and session.has_room() and self._reading.is_set()
+
+    async def ready_to_read(self, session: DeviceSession) -> None:
+        """Wait until :meth:`can_read`: the backpressure that stops reading sockets."""
+        while not self.can_read(session):
+            await self.flusher.room()
+            await session.room()
+            await self._reading.wait()
+
+    def receive(self, session: DeviceSession, data: bytes | str) -> None:
+        """One message from the device: decoded and added to the batch, or answered with an error frame."""
+        try:
+            frame = codec.decode_frame(data, now_ms=self.clock(), limits=self.settings.limits)
+        except codec.FrameError as exc:
+            FRAMES_REJECTED.labels(exc.code).inc()
+            session.reply(codec.error(exc.seq, exc.code, exc.message), binary=isinstance(data, bytes))
+            return
+        seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
+        session.binary = frame.binary
+        session.frame_added()
+        self.flusher.add(session.device, seq, _kind(frame), frame.binary, frame.raw, session)
+
+    async def close_session(self, session: DeviceSession) -> None:
+        """After the connection ended, however it ended: forget it and mark the device offline."""
         if self.sessions.get(session.device) is session:
             del self.sessions[session.device]
         CONNECTIONS.dec()
         await session.finish()
         await self.presence.disconnected(session.device, session.connection_id)
-
-    async def _receive_frames(self, session: DeviceSession, receive: Any) -> None:
-        limits = self.settings.limits
-        while True:
-            await self.flusher.room()
-            await session.room()
-            if not self._reading.is_set():
-                await self._reading.wait()
-            message = await receive()
-            if message["type"] != "websocket.receive" or session.closed.is_set():
-                return
-            data = message.get("bytes")
-            if data is None:
-                data = message.get("text") or ""
-            try:
-                frame = codec.decode_frame(data, now_ms=self.clock(), limits=limits)
-            except codec.FrameError as exc:
-                FRAMES_REJECTED.labels(exc.code).inc()
-                session.reply(codec.error(exc.seq, exc.code, exc.message), binary=isinstance(data, bytes))
-                continue
-            seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
-            kind = _kind(frame)
-            session.binary = frame.binary
-            session.frame_added()
-            self.flusher.add(session.device, PendingFrame(seq, kind, frame.binary, frame.raw, session))
 
     def on_control(self, message: dict[str, Any]) -> None:
         """A message from the control channel (any process): close a replaced or revoked connection here."""
@@ -202,18 +216,31 @@ def _kind(frame: TelemetryFrame | EventFrame | CommandResultFrame) -> bytes:
     return b"command_result"
 
 
-def _hello_is_binary(scope: dict[str, Any]) -> bool:
+def hello_is_binary(query_string: bytes) -> bool:
     """``hello`` answers no frame: MessagePack unless the URL asks ``?encoding=json``."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    query = parse_qs(query_string.decode("latin-1"))
     encoding: str = query.get("encoding", ["msgpack"])[0]
     return encoding != "json"
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+def denial_body(code: str, message: str) -> tuple[str, bytes]:
+    """The request id and JSON body of a refused handshake (the contract's error envelope)."""
+    request_id = "req_" + secrets.token_hex(12)
+    return request_id, orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
 
 
 async def _deny(scope: dict[str, Any], send: Any, status: int, code: str, message: str) -> None:
     """Refuse the handshake with an HTTP status and the error envelope (or a bare close if unsupported)."""
     if "websocket.http.response" in scope.get("extensions", {}):
-        request_id = "req_" + secrets.token_hex(12)
-        body = orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
+        request_id, body = denial_body(code, message)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

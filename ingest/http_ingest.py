@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from ingest import codec
-from ingest.batch import PendingFrame
 from ingest.flusher import Flusher
 from ingest.limits import FrameLimits
 from ingest.ports import DeviceIdentity
@@ -42,7 +41,7 @@ async def store_readings(
     frame = codec.decode_readings(body, binary=binary, now_ms=now_ms, limits=limits)
     await flusher.room()
     signal = _StoredSignal()
-    flusher.add(device, PendingFrame(0, b"readings", binary, frame.raw, signal))
+    flusher.add(device, 0, b"readings", binary, frame.raw, signal)
     try:
         await asyncio.wait_for(asyncio.shield(signal.done), timeout_s)
     except TimeoutError:

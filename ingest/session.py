@@ -19,7 +19,7 @@ from typing import Any
 from ingest import codec
 from ingest.ports import DeviceIdentity
 
-__all__ = ["Close", "DeviceSession"]
+__all__ = ["Close", "DeviceSession", "Send"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -64,6 +64,9 @@ class DeviceSession:
         self.in_flight += 1
         if self.in_flight >= self.max_in_flight:
             self._room.clear()
+
+    def has_room(self) -> bool:
+        return self._room.is_set()
 
     async def room(self) -> None:
         """Wait while this connection has its maximum of frames waiting to be stored."""

@@ -8,26 +8,32 @@ session replacement is never stored twice, whichever process receives it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from ingest import stream_keys
-from ingest.batch import IngestBatch
+from ingest.batch import DeviceFrames, IngestBatch
 
 __all__ = ["Retention", "StreamWriter"]
 
 DAY_MS = 86_400_000
+CHUNK_BYTES = 32 * 1024 * 1024
 
 # KEYS: last-seq hash, org telemetry stream, org event stream, then per device its frame and event streams.
-# ARGV: minimum ids (ms) for frames, org telemetry and events; device count; then per device: id, frame
-# count, and per frame: seq, kind, binary flag, bytes. Returns the number of frames stored.
+# ARGV: minimum ids (ms) for frames, org telemetry and events; then one MessagePack array (one argument, so
+# a batch of thousands of frames costs the client one bulk string to send and Redis one to parse): per
+# device its id and frame count, then per frame its seq (text), kind, binary flag and bytes. Returns the
+# number of frames stored.
 _STORE_FRAMES = """
 local seqs, org_telemetry, org_events = KEYS[1], KEYS[2], KEYS[3]
 local frames_min, telemetry_min, events_min = ARGV[1], ARGV[2], ARGV[3]
-local devices = tonumber(ARGV[4])
-local a, k, stored = 5, 4, 0
-for _ = 1, devices do
-  local device, count = ARGV[a], tonumber(ARGV[a + 1])
+local wire = cmsgpack.unpack(ARGV[4])
+local a, k, stored = 1, 4, 0
+while a <= #wire do
+  local device, count = wire[a], wire[a + 1]
   a = a + 2
   local frames_key, events_key = KEYS[k], KEYS[k + 1]
   k = k + 2
@@ -36,7 +42,7 @@ for _ = 1, devices do
   local start_last = last
   for _ = 1, count do
     -- seq travels as text (Lua numbers print large integers as 1e+15); compared as a number (< 2^53).
-    local seq_text, kind, binary, raw = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local seq_text, kind, binary, raw = wire[a], wire[a + 1], wire[a + 2], wire[a + 3]
     local seq = tonumber(seq_text)
     a = a + 4
     if seq == 0 or seq > last then
@@ -73,6 +79,21 @@ class Retention:
     events_ms: int = 30 * DAY_MS
 
 
+def _chunks(devices: dict[str, DeviceFrames]) -> Iterator[list[tuple[str, DeviceFrames]]]:
+    """An organization's devices in groups of at most ~CHUNK_BYTES of frames (a device's frames stay together),
+    so the one argument of each script call stays far below Redis's bulk string limit (512 MB)."""
+    chunk: list[tuple[str, DeviceFrames]] = []
+    size = 0
+    for item in devices.items():
+        if chunk and size + item[1].size > CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item[1].size
+    if chunk:
+        yield chunk
+
+
 class StreamWriter:
     def __init__(self, redis: Any, *, retention: Retention | None = None) -> None:
         self.redis = redis
@@ -90,20 +111,22 @@ class StreamWriter:
         ]
         async with self.redis.pipeline(transaction=False) as pipe:
             for org_id, devices in batch.orgs.items():
-                keys = [
-                    stream_keys.last_seqs(org_id),
-                    stream_keys.org_telemetry(org_id),
-                    stream_keys.org_events(org_id),
-                ]
-                args: list[Any] = [*minimums, len(devices)]
-                for device_id, pending in devices.items():
-                    keys.append(stream_keys.device_frames(org_id, device_id))
-                    keys.append(stream_keys.device_events(org_id, device_id))
-                    args.append(device_id)
-                    args.append(len(pending.frames))
-                    for frame in pending.frames:
-                        args.extend((frame.seq, frame.kind, b"1" if frame.binary else b"0", frame.raw))
-                await self._script(keys=keys, args=args, client=pipe)
+                for chunk in _chunks(devices):
+                    keys = [
+                        stream_keys.last_seqs(org_id),
+                        stream_keys.org_telemetry(org_id),
+                        stream_keys.org_events(org_id),
+                    ]
+                    wire: list[str | bytes | int] = []
+                    for device_id, pending in chunk:
+                        keys.append(stream_keys.device_frames(org_id, device_id))
+                        keys.append(stream_keys.device_events(org_id, device_id))
+                        wire.append(device_id)
+                        wire.append(pending.count)
+                        wire += pending.wire
+                    # Redis 6.2's cmsgpack predates the bin type: bytes go as (byte-transparent) raw strings.
+                    packed = msgpack.packb(wire, use_bin_type=False)
+                    await self._script(keys=keys, args=[*minimums, packed], client=pipe)
             results = await pipe.execute()
         return sum(int(r) for r in results)
 
