@@ -21,16 +21,22 @@ __all__ = ["Retention", "StreamWriter"]
 
 DAY_MS = 86_400_000
 CHUNK_BYTES = 32 * 1024 * 1024
+# Telemetry frames larger than this (columns frames, mostly) are stored once: the organization's telemetry
+# stream holds their device stream id (field 'r') instead of a second copy (field 'f'). A 40 KB frame costs
+# Redis about 95 µs per XADD with AOF on this machine (see docs/performance.md).
+REFERENCE_OVER_BYTES = 4096
 
 # KEYS: last-seq hash, org telemetry stream, org event stream, then per device its frame and event streams.
-# ARGV: minimum ids (ms) for frames, org telemetry and events; then one MessagePack array (one argument, so
+# ARGV: minimum ids (ms) for frames, org telemetry and events; the size above which a frame is referenced
+# rather than copied in the org telemetry stream (REFERENCE_OVER_BYTES); then one MessagePack array (one argument, so
 # a batch of thousands of frames costs the client one bulk string to send and Redis one to parse): per
 # device its id and frame count, then per frame its seq (text), kind, binary flag and bytes. Returns the
 # number of frames stored.
 _STORE_FRAMES = """
 local seqs, org_telemetry, org_events = KEYS[1], KEYS[2], KEYS[3]
 local frames_min, telemetry_min, events_min = ARGV[1], ARGV[2], ARGV[3]
-local wire = cmsgpack.unpack(ARGV[4])
+local ref_over = tonumber(ARGV[4])
+local wire = cmsgpack.unpack(ARGV[5])
 local a, k, stored = 1, 4, 0
 while a <= #wire do
   local device, count = wire[a], wire[a + 1]
@@ -46,16 +52,21 @@ while a <= #wire do
     local seq = tonumber(seq_text)
     a = a + 4
     if seq == 0 or seq > last then
-      redis.call('XADD', frames_key, 'MINID', '~', frames_min, '*', 'k', kind, 's', seq_text, 'b', binary,
-                 'f', raw)
+      local id = redis.call('XADD', frames_key, 'MINID', '~', frames_min, '*', 'k', kind, 's', seq_text,
+                            'b', binary, 'f', raw)
       if kind == 'event' then
         redis.call('XADD', events_key, 'MINID', '~', events_min, '*', 'e', 'device.event', 'd', device,
                    'b', binary, 'f', raw)
         redis.call('XADD', org_events, 'MINID', '~', events_min, '*', 'e', 'device.event', 'd', device,
                    'b', binary, 'f', raw)
       elseif kind ~= 'command_result' then
-        redis.call('XADD', org_telemetry, 'MINID', '~', telemetry_min, '*', 'd', device, 's', seq_text,
-                   'b', binary, 'f', raw)
+        if #raw > ref_over then  -- a large frame is not copied: 'r' is its id in the device's stream
+          redis.call('XADD', org_telemetry, 'MINID', '~', telemetry_min, '*', 'd', device, 's', seq_text,
+                     'b', binary, 'r', id)
+        else
+          redis.call('XADD', org_telemetry, 'MINID', '~', telemetry_min, '*', 'd', device, 's', seq_text,
+                     'b', binary, 'f', raw)
+        end
       end
       stored = stored + 1
       if seq > last then
@@ -126,7 +137,7 @@ class StreamWriter:
                         wire += pending.wire
                     # Redis 6.2's cmsgpack predates the bin type: bytes go as (byte-transparent) raw strings.
                     packed = msgpack.packb(wire, use_bin_type=False)
-                    await self._script(keys=keys, args=[*minimums, packed], client=pipe)
+                    await self._script(keys=keys, args=[*minimums, REFERENCE_OVER_BYTES, packed], client=pipe)
             results = await pipe.execute()
         return sum(int(r) for r in results)
 

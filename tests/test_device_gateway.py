@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from ingest import stream_keys
+from ingest.stream_writer import REFERENCE_OVER_BYTES
 from tests.support import HubClient, Tenant, bearer
 
 WS = "/api/v1/ws/device"
@@ -211,3 +213,31 @@ def test_presence_marks_online_and_offline(client: HubClient, tenant: Tenant) ->
     assert client.get("/devices/boiler-7", headers=tenant.admin).json()["status"] == "offline"
     events = client.call(client.services.redis.xrange, stream_keys.org_events(tenant.org_id))
     assert [e[1]["e"] for e in events] == ["device.online", "device.offline"]
+
+
+def test_a_large_frame_is_referenced_not_copied_in_the_org_telemetry_stream(client: HubClient, tenant: Tenant) -> None:
+    key = device_key(client, tenant)
+    count = REFERENCE_OVER_BYTES // 8  # one column of this many float64 is larger than the threshold
+    large = msgpack.packb(
+        {
+            "type": "columns",
+            "seq": 1,
+            "ts": [NOW_MS + i for i in range(count)],
+            "metrics": {"temp": struct.pack(f"<{count}d", *range(count))},
+        }
+    )
+    assert len(large) > REFERENCE_OVER_BYTES
+    with connect(client, key) as ws:
+        receive(ws)
+        ws.send_bytes(large)
+        assert receive(ws) == {"type": "ack", "seq": 1}
+        ws.send_bytes(telemetry(2))
+        assert receive(ws) == {"type": "ack", "seq": 2}
+    redis = client.http.app.state.device_ingest.frames_redis  # type: ignore[attr-defined]
+    device_entries = client.call(redis.xrange, stream_keys.device_frames(tenant.org_id, "boiler-7"))
+    org_entries = client.call(redis.xrange, stream_keys.org_telemetry(tenant.org_id))
+    assert [fields[b"f"] for _, fields in device_entries] == [large, telemetry(2)]
+    (_, referenced), (_, copied) = org_entries
+    assert referenced[b"r"] == device_entries[0][0] and b"f" not in referenced
+    assert copied[b"f"] == telemetry(2) and b"r" not in copied
+    assert referenced[b"d"] == copied[b"d"] == b"boiler-7"
