@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Run one benchmark workload against telehub and its references; write JSON, Markdown and PNG.",
-        epilog=f"workloads:\n{workloads}\n\ntargets: {', '.join(TARGETS)}, or all (telehub, floor and the "
-        "workload's peers)",
+        epilog=f"workloads:\n{workloads}\n  {'aggregate-kernel':<16} in-process: telehub's window aggregation "
+        "against polars and pandas (its own --help)\n\n"
+        f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("workload", choices=sorted(WORKLOADS), help="what to measure (listed below)")
@@ -39,7 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Workloads that run in-process (no server, no load generator): each module has its own main.
+IN_PROCESS = {"aggregate-kernel": "benchmarks.aggregate_kernel"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in IN_PROCESS:
+        module = importlib.import_module(IN_PROCESS[words[0]])
+        code: int = module.main(words[1:])
+        return code
     args = _parser().parse_args(argv)
     workload = WORKLOADS[args.workload]
     try:
