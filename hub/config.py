@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "HubConfig"]
+__all__ = ["ConfigError", "HubConfig", "durations_ms"]
 
 ENV_PREFIX = "TELEHUB_"
 FSYNC_POLICIES = ("always", "everysec", "no")
@@ -65,6 +65,17 @@ class HubConfig:
     # Ingest: how often the batch of received frames is written to Redis (and acked).
     flush_interval_ms: int = 5
 
+    # Aggregation in the ingest loop: window widths (comma list of <n>s/<n>m/<n>h; empty turns it off), how
+    # long each one's streams keep entries (one <n>s/m/h/d per width), and the window-closing rules.
+    aggregate_resolutions: str = "1s,1m,1h"
+    aggregate_retention: str = "1d,30d,365d"
+    # A sample up to this far behind its device's newest still lands in an open window ...
+    aggregate_lateness_ms: int = 5_000
+    # ... and up to this much further behind corrects a closed one (re-emitted as corrected).
+    aggregate_late_horizon_ms: int = 30_000
+    # A device that sent nothing for this long gets its open windows closed.
+    aggregate_idle_timeout_ms: int = 10_000
+
     webhook_allow_private: bool = False
     log_level: str = "info"
 
@@ -96,6 +107,15 @@ class HubConfig:
     def replace(self, **changes: Any) -> HubConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def aggregate_resolutions_ms(self) -> tuple[int, ...]:
+        """The window widths in ms (empty: aggregation off)."""
+        return durations_ms(self.aggregate_resolutions) or ()
+
+    @property
+    def aggregate_retention_ms(self) -> tuple[int, ...]:
+        return durations_ms(self.aggregate_retention) or ()
+
     def _check(self) -> None:
         problems: list[str] = []
 
@@ -120,6 +140,28 @@ class HubConfig:
         need(self.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
         need(1024 <= self.max_frame_bytes <= 64 * 1_048_576, "max_frame_bytes", "must be 1024 to 67108864")
         need(1 <= self.flush_interval_ms <= 1000, "flush_interval_ms", "must be 1 to 1000")
+        resolutions = durations_ms(self.aggregate_resolutions)
+        retention = durations_ms(self.aggregate_retention)
+        need(
+            resolutions is not None
+            and len(set(resolutions)) == len(resolutions)
+            and all(r % 1000 == 0 for r in resolutions),
+            "aggregate_resolutions",
+            f"must be distinct whole-second widths such as 1s,1m,1h; got {self.aggregate_resolutions!r}",
+        )
+        need(
+            not resolutions
+            or (
+                retention is not None
+                and len(retention) == len(resolutions)
+                and all(kept >= width for kept, width in zip(retention, resolutions, strict=False))
+            ),
+            "aggregate_retention",
+            f"must give one duration (at least the width) per aggregate resolution; got {self.aggregate_retention!r}",
+        )
+        need(self.aggregate_lateness_ms >= 0, "aggregate_lateness_ms", "must be at least 0")
+        need(self.aggregate_late_horizon_ms >= 0, "aggregate_late_horizon_ms", "must be at least 0")
+        need(self.aggregate_idle_timeout_ms >= 1, "aggregate_idle_timeout_ms", "must be at least 1")
         need(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         need(
             bool(self.bootstrap_email) == bool(self.bootstrap_password),
@@ -129,6 +171,20 @@ class HubConfig:
         need(not self.secret or len(self.secret) >= 32, "secret", "must be at least 32 characters")
         if problems:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def durations_ms(text: str) -> tuple[int, ...] | None:
+    """``"1s,1m,1h"`` -> ``(1000, 60000, 3600000)`` (units s, m, h, d); None if any item is not one."""
+    units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        number, unit = item[:-1], item[-1:]
+        if unit not in units or not number.isdigit() or int(number) == 0:
+            return None
+        values.append(int(number) * units[unit])
+    return tuple(values)
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:

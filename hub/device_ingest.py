@@ -20,6 +20,7 @@ from hub.config import HubConfig
 from hub.presence import Presence
 from hub.redis_client import StrRedis, open_pool_client
 from hub.registry.device_keys import DeviceKeys
+from ingest.aggregates import AggregationPolicy
 from ingest.flusher import Flusher, FlushPolicy
 from ingest.gateway import DeviceGateway, GatewaySettings
 from ingest.limits import FrameLimits
@@ -42,7 +43,11 @@ class DeviceIngest:
         self.frames_redis: Any = open_pool_client(config.redis_url, decode_responses=False, max_connections=32)
         retention = Retention()
         self.writer = StreamWriter(self.frames_redis, retention=retention)
-        self.flusher = Flusher(self.writer, policy=FlushPolicy(interval_s=config.flush_interval_ms / 1000))
+        self.flusher = Flusher(
+            self.writer,
+            policy=FlushPolicy(interval_s=config.flush_interval_ms / 1000),
+            aggregation=aggregation_policy(config),
+        )
         self.presence = Presence(redis, retention=retention)
         self.device_keys = device_keys
         self.gateway = DeviceGateway(
@@ -108,6 +113,19 @@ class DeviceIngest:
             return
         if isinstance(message, dict):
             self.gateway.on_control(message)
+
+
+def aggregation_policy(config: HubConfig) -> AggregationPolicy | None:
+    """The ingest loop's windows from the config; None when ``TELEHUB_AGGREGATE_RESOLUTIONS`` is empty."""
+    if not config.aggregate_resolutions_ms:
+        return None
+    return AggregationPolicy(
+        resolutions_ms=config.aggregate_resolutions_ms,
+        retention_ms=config.aggregate_retention_ms,
+        allowed_lateness_ms=config.aggregate_lateness_ms,
+        late_horizon_ms=config.aggregate_late_horizon_ms,
+        idle_timeout_ms=config.aggregate_idle_timeout_ms,
+    )
 
 
 class DeviceSocket:

@@ -3,6 +3,7 @@ shutdown, which would be too late to send devices their pending acks)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -24,6 +25,10 @@ def on_drain(drain: Drain) -> Callable[[], None]:
 class HubServer(uvicorn.Server):
     """uvicorn's server, draining the hub (store, ack, close devices with 1012) before it closes sockets."""
 
+    async def startup(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        tune_gc()
+        await super().startup(sockets)  # type: ignore[arg-type]
+
     async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         for drain in list(_drains):
             try:
@@ -31,3 +36,14 @@ class HubServer(uvicorn.Server):
             except Exception:
                 log.exception("draining before shutdown failed")
         await super().shutdown(sockets)  # type: ignore[arg-type]
+
+
+def tune_gc() -> None:
+    """For a serving process: objects made at start-up leave the cyclic collector's reach, and its youngest
+    generation is collected every 50,000 allocations instead of 700. The ingest loop allocates a few
+    short-lived objects per frame and holds batches of them across a flush (garbage here is freed by
+    reference counts); with the defaults the collector took about 18 of the 40 µs of Python per frame in
+    ingest-rows with aggregation on: 23,497 -> 41,997 acked frames/s
+    (python -m benchmarks ingest-rows --target telehub --runs 1 --seconds 10)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ingest.frames import Samples
 from ingest.ports import DeviceIdentity
 
 __all__ = ["AckTarget", "DeviceFrames", "IngestBatch"]
@@ -29,6 +30,10 @@ class DeviceFrames:
     count: int = 0
     size: int = 0
     wire: list[str | bytes] = field(default_factory=list)
+    # Per frame, in the same order: its seq and its telemetry samples (None for events and command results),
+    # so that once the store script says which frames it kept, exactly those are aggregated.
+    seqs: list[int] = field(default_factory=list)
+    samples: list[Samples | None] = field(default_factory=list)
 
 
 class IngestBatch:
@@ -42,9 +47,17 @@ class IngestBatch:
         self.owed: dict[AckTarget, tuple[int, int]] = {}
 
     def add(
-        self, device: DeviceIdentity, seq: int, kind: bytes, binary: bool, raw: bytes, target: AckTarget | None
+        self,
+        device: DeviceIdentity,
+        seq: int,
+        kind: bytes,
+        binary: bool,
+        raw: bytes,
+        target: AckTarget | None,
+        samples: Samples | None = None,
     ) -> None:
-        """One frame; ``seq`` 0 for frames that carry none (command results, HTTP readings): always stored."""
+        """One frame; ``seq`` 0 for frames that carry none (command results, HTTP readings): always stored.
+        ``samples``: a telemetry frame's data points, aggregated once the frame is stored."""
         devices = self.orgs.get(device.org_id)
         if devices is None:
             devices = self.orgs[device.org_id] = {}
@@ -54,6 +67,8 @@ class IngestBatch:
         pending.count += 1
         pending.size += len(raw)
         pending.wire += (str(seq), kind, b"1" if binary else b"0", raw)
+        pending.seqs.append(seq)
+        pending.samples.append(samples)
         self.frames += 1
         self.bytes += len(raw)
         if target is not None:

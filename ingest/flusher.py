@@ -3,6 +3,11 @@
 Nothing is dropped. When Redis is slow or down the write is retried with backoff, the batch stays in memory,
 and once the frames waiting reach a bound, :meth:`Flusher.room` makes connections stop reading their sockets
 (TCP backpressure) until the store catches up. Acks go out only after the write succeeded.
+
+With aggregation on, each lane also folds the samples it stored into its ``WindowAggregator`` and writes the
+windows that closed in its next round trip; with no batch coming, a tick every ``tick_s`` closes and writes
+what is due (idle devices). A device this lane has not seen yet is rebuilt from Redis first
+(``ingest.aggregate_rebuild``), before its new frames are written.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from dataclasses import dataclass
 from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
+from ingest.aggregate_rebuild import rebuild_device
+from ingest.aggregates import WINDOWS_WRITTEN, AggregationPolicy, WindowAggregator
 from ingest.batch import AckTarget, IngestBatch
+from ingest.frames import Samples
 from ingest.ports import DeviceIdentity
 from ingest.stream_writer import StreamWriter
 
@@ -59,10 +67,16 @@ class Flusher:
     docs/performance.md)."""
 
     def __init__(
-        self, writer: StreamWriter, *, policy: FlushPolicy | None = None, clock: Callable[[], int] = _now_ms
+        self,
+        writer: StreamWriter,
+        *,
+        policy: FlushPolicy | None = None,
+        aggregation: AggregationPolicy | None = None,
+        clock: Callable[[], int] = _now_ms,
     ) -> None:
         self.writer = writer
         self.policy = policy or FlushPolicy()
+        self.aggregation = aggregation
         self.clock = clock
         self.lanes = [_Lane(self) for _ in range(max(1, self.policy.lanes))]
         self.waiting_frames = 0
@@ -79,10 +93,17 @@ class Flusher:
         await asyncio.gather(*(lane.stop() for lane in self.lanes))
 
     def add(
-        self, device: DeviceIdentity, seq: int, kind: bytes, binary: bool, raw: bytes, target: AckTarget | None
+        self,
+        device: DeviceIdentity,
+        seq: int,
+        kind: bytes,
+        binary: bool,
+        raw: bytes,
+        target: AckTarget | None,
+        samples: Samples | None = None,
     ) -> None:
         """Queue one frame for its device's lane (see :meth:`IngestBatch.add`)."""
-        self.lanes[hash(device) % len(self.lanes)].add(device, seq, kind, binary, raw, target)
+        self.lanes[hash(device) % len(self.lanes)].add(device, seq, kind, binary, raw, target, samples)
         self.waiting_frames += 1
         self._waiting_bytes += len(raw)
         if (
@@ -113,6 +134,7 @@ class _Lane:
     def __init__(self, flusher: Flusher) -> None:
         self.flusher = flusher
         self.policy = flusher.policy
+        self.aggregator = None if flusher.aggregation is None else WindowAggregator(flusher.aggregation)
         self.batch = IngestBatch()
         self._closed: deque[IngestBatch] = deque()
         self._wake = asyncio.Event()
@@ -130,10 +152,17 @@ class _Lane:
             self._task = None
 
     def add(
-        self, device: DeviceIdentity, seq: int, kind: bytes, binary: bool, raw: bytes, target: AckTarget | None
+        self,
+        device: DeviceIdentity,
+        seq: int,
+        kind: bytes,
+        binary: bool,
+        raw: bytes,
+        target: AckTarget | None,
+        samples: Samples | None,
     ) -> None:
         batch = self.batch
-        batch.add(device, seq, kind, binary, raw, target)
+        batch.add(device, seq, kind, binary, raw, target, samples)
         if batch.frames >= self.policy.max_batch_frames:
             self._closed.append(batch)
             self.batch = IngestBatch()
@@ -143,7 +172,9 @@ class _Lane:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            if not await self._woken():
+                await self._tick()
+                continue
             self._wake.clear()
             if not self._closed and self.batch.frames < self.policy.max_batch_frames and not self._stopping:
                 await asyncio.sleep(self.policy.interval_s)
@@ -153,15 +184,40 @@ class _Lane:
             if self._closed or self.batch.frames:
                 self._wake.set()
             elif self._stopping:
+                if self.aggregator is not None and self.aggregator.pending:
+                    await self._flush(IngestBatch())
                 return
+
+    async def _woken(self) -> bool:
+        """Wait for frames; False when the aggregation tick came first."""
+        if self.aggregator is None or self._stopping:
+            await self._wake.wait()
+            return True
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.aggregator.policy.tick_s)
+        except TimeoutError:
+            return self._wake.is_set()
+        return True
+
+    async def _tick(self) -> None:
+        """No frames for a while: close the windows due (idle devices) and write what is queued."""
+        assert self.aggregator is not None
+        self.aggregator.close(self.flusher.clock())
+        if self.aggregator.pending:
+            await self._flush(IngestBatch())
 
     async def _flush(self, batch: IngestBatch) -> None:
         FRAMES_WAITING.set(self.flusher.waiting_frames)
         delay = self.policy.retry_initial_s
+        aggregator = self.aggregator
         while True:
             started = time.perf_counter()
             try:
-                stored = await self.flusher.writer.write(batch, now_ms=self.flusher.clock())
+                if aggregator is not None:
+                    await self._rebuild_new_devices(aggregator, batch)
+                windows = [] if aggregator is None else aggregator.pending
+                now_ms = self.flusher.clock()
+                result = await self.flusher.writer.write(batch, now_ms=now_ms, windows=windows)
                 break
             except (RedisError, OSError) as exc:
                 WRITE_FAILURES.inc()
@@ -169,8 +225,30 @@ class _Lane:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.policy.retry_max_s)
         FLUSH_SECONDS.observe(time.perf_counter() - started)
-        FRAMES_STORED.inc(stored)
+        FRAMES_STORED.inc(result.stored)
         FRAMES_FLUSHED.inc(batch.frames)
         self.flusher._stored(batch)
         for target, (seq, count) in batch.owed.items():
             target.flushed(seq, count)
+        if aggregator is not None:
+            WINDOWS_WRITTEN.inc(len(windows))
+            aggregator.pending = []
+            if batch.frames:
+                try:
+                    aggregator.fold(batch, result.last_before, now_ms=now_ms)
+                except Exception:  # a bug here must not stop storing and acking
+                    log.exception("aggregating a batch of %d frames failed", batch.frames)
+
+    async def _rebuild_new_devices(self, aggregator: WindowAggregator, batch: IngestBatch) -> None:
+        """Rebuild the windows of devices with telemetry in ``batch`` that this lane has not seen yet."""
+        for org_id, devices in batch.orgs.items():
+            for device_id, pending in devices.items():
+                device = DeviceIdentity(org_id, device_id)
+                if not aggregator.knows(device) and any(s is not None for s in pending.samples):
+                    try:
+                        await rebuild_device(aggregator, self.flusher.writer.redis, device)
+                    except (RedisError, OSError):
+                        raise
+                    except Exception:  # aggregate from here on rather than stop storing
+                        log.exception("rebuilding the windows of %s failed", device)
+                        aggregator.device_id(device)

@@ -46,6 +46,12 @@ class Samples:
         samples._point = (ts, values)
         return samples
 
+    @property
+    def lazy_point(self) -> tuple[int, list[Any]] | None:
+        """``(ts, values)`` of a one-point frame whose arrays were never built, else None: lets a reader of
+        many small frames gather them into one array of its own instead of three small arrays per frame."""
+        return self._point
+
     # Milliseconds since the epoch; int64, shape (n,).
     @property
     def ts(self) -> npt.NDArray[np.int64]:

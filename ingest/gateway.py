@@ -164,7 +164,8 @@ class DeviceGateway:
         seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
         session.binary = frame.binary
         session.frame_added()
-        self.flusher.add(session.device, seq, _kind(frame), frame.binary, frame.raw, session)
+        samples = frame.samples if isinstance(frame, TelemetryFrame) else None
+        self.flusher.add(session.device, seq, _kind(frame), frame.binary, frame.raw, session, samples)
 
     async def close_session(self, session: DeviceSession) -> None:
         """After the connection ended, however it ended: forget it and mark the device offline."""

@@ -41,7 +41,7 @@ async def store_readings(
     frame = codec.decode_readings(body, binary=binary, now_ms=now_ms, limits=limits)
     await flusher.room()
     signal = _StoredSignal()
-    flusher.add(device, 0, b"readings", binary, frame.raw, signal)
+    flusher.add(device, 0, b"readings", binary, frame.raw, signal, frame.samples)
     try:
         await asyncio.wait_for(asyncio.shield(signal.done), timeout_s)
     except TimeoutError:

@@ -6,7 +6,15 @@ on one Redis Cluster slot. The registry keys (devices, users, keys) are in ``hub
 
 from __future__ import annotations
 
-__all__ = ["device_events", "device_frames", "last_seqs", "org_events", "org_telemetry"]
+__all__ = [
+    "device_aggregates",
+    "device_events",
+    "device_frames",
+    "last_seqs",
+    "org_aggregates",
+    "org_events",
+    "org_telemetry",
+]
 
 PREFIX = "th"
 
@@ -29,6 +37,17 @@ def org_telemetry(org_id: str) -> str:
 def org_events(org_id: str) -> str:
     """Stream: the organization's event log (device.*, and later alert.* and command.*)."""
     return f"{PREFIX}:{{{org_id}}}:events"
+
+
+def device_aggregates(org_id: str, device_id: str, resolution: str) -> str:
+    """Stream: the device's closed windows of one resolution (``1s``, ``1m``, ``1h``): d device, s window start
+    (ms), c corrected 1/0, p the ``devices/{id}/aggregates/{resolution}`` channel payload (JSON)."""
+    return f"{PREFIX}:{{{org_id}}}:aggregates:{resolution}:{device_id}"
+
+
+def org_aggregates(org_id: str, resolution: str) -> str:
+    """Stream: every closed window of one resolution in the organization (same fields as the device's)."""
+    return f"{PREFIX}:{{{org_id}}}:aggregates:{resolution}"
 
 
 def last_seqs(org_id: str) -> str:

@@ -3,21 +3,25 @@
 The script is what makes ingest exactly-once: for each device it reads the last stored seq, appends only the
 frames with a higher seq (to the device's frame stream, and to the organization's telemetry or event stream),
 and writes the new last seq — all in one atomic step, so a frame resent after a crash, a reconnect or a
-session replacement is never stored twice, whichever process receives it.
+session replacement is never stored twice, whichever process receives it. It returns each device's last seq
+before the write, so the caller can tell exactly which frames were stored (and aggregate only those).
+
+Closed aggregate windows queued since the last write ride in the same pipeline as plain XADDs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from ingest import stream_keys
+from ingest.aggregates import WindowEntry
 from ingest.batch import DeviceFrames, IngestBatch
 
-__all__ = ["Retention", "StreamWriter"]
+__all__ = ["Retention", "StoreResult", "StreamWriter"]
 
 DAY_MS = 86_400_000
 CHUNK_BYTES = 32 * 1024 * 1024
@@ -31,13 +35,14 @@ REFERENCE_OVER_BYTES = 4096
 # rather than copied in the org telemetry stream (REFERENCE_OVER_BYTES); then one MessagePack array (one argument, so
 # a batch of thousands of frames costs the client one bulk string to send and Redis one to parse): per
 # device its id and frame count, then per frame its seq (text), kind, binary flag and bytes. Returns the
-# number of frames stored.
+# number of frames stored, then per device (in the order given) its last seq before this call, as text.
 _STORE_FRAMES = """
 local seqs, org_telemetry, org_events = KEYS[1], KEYS[2], KEYS[3]
 local frames_min, telemetry_min, events_min = ARGV[1], ARGV[2], ARGV[3]
 local ref_over = tonumber(ARGV[4])
 local wire = cmsgpack.unpack(ARGV[5])
 local a, k, stored = 1, 4, 0
+local before = {}
 while a <= #wire do
   local device, count = wire[a], wire[a + 1]
   a = a + 2
@@ -46,6 +51,7 @@ while a <= #wire do
   local last_text = redis.call('HGET', seqs, device) or '0'
   local last = tonumber(last_text)
   local start_last = last
+  before[#before + 1] = last_text
   for _ = 1, count do
     -- seq travels as text (Lua numbers print large integers as 1e+15); compared as a number (< 2^53).
     local seq_text, kind, binary, raw = wire[a], wire[a + 1], wire[a + 2], wire[a + 3]
@@ -77,7 +83,8 @@ while a <= #wire do
   end
   if last ~= start_last then redis.call('HSET', seqs, device, last_text) end
 end
-return stored
+table.insert(before, 1, stored)
+return before
 """
 
 
@@ -88,6 +95,15 @@ class Retention:
     frames_ms: int = 7 * DAY_MS
     telemetry_ms: int = 1 * DAY_MS
     events_ms: int = 30 * DAY_MS
+
+
+@dataclass(slots=True)
+class StoreResult:
+    """What one write stored: the frame count, and per organization and device its last seq before the write
+    (a frame was stored iff its seq is 0 or above the last seq so far, the rule the script applies)."""
+
+    stored: int = 0
+    last_before: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _chunks(devices: dict[str, DeviceFrames]) -> Iterator[list[tuple[str, DeviceFrames]]]:
@@ -111,15 +127,17 @@ class StreamWriter:
         self.retention = retention or Retention()
         self._script = redis.register_script(_STORE_FRAMES)
 
-    async def write(self, batch: IngestBatch, *, now_ms: int) -> int:
-        """Store the batch (one round trip); the number of frames stored, duplicates left out."""
-        if not batch.orgs:
-            return 0
+    async def write(self, batch: IngestBatch, *, now_ms: int, windows: Sequence[WindowEntry] = ()) -> StoreResult:
+        """Store the batch and the closed ``windows`` in one round trip; duplicates are left out."""
+        result = StoreResult()
+        if not batch.orgs and not windows:
+            return result
         minimums = [
             now_ms - self.retention.frames_ms,
             now_ms - self.retention.telemetry_ms,
             now_ms - self.retention.events_ms,
         ]
+        calls: list[tuple[str, list[str]]] = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for org_id, devices in batch.orgs.items():
                 for chunk in _chunks(devices):
@@ -138,8 +156,19 @@ class StreamWriter:
                     # Redis 6.2's cmsgpack predates the bin type: bytes go as (byte-transparent) raw strings.
                     packed = msgpack.packb(wire, use_bin_type=False)
                     await self._script(keys=keys, args=[*minimums, REFERENCE_OVER_BYTES, packed], client=pipe)
-            results = await pipe.execute()
-        return sum(int(r) for r in results)
+                    calls.append((org_id, [device_id for device_id, _ in chunk]))
+            for entry in windows:
+                fields = {"d": entry.device_id, "s": entry.start_ms, "c": entry.corrected_flag, "p": entry.payload}
+                minid = now_ms - entry.retention_ms
+                pipe.xadd(entry.device_key, fields, minid=minid, approximate=True)
+                pipe.xadd(entry.org_key, fields, minid=minid, approximate=True)
+            replies = await pipe.execute()
+        for (org_id, device_ids), reply in zip(calls, replies, strict=False):
+            result.stored += int(reply[0])
+            befores = result.last_before.setdefault(org_id, {})
+            for device_id, last in zip(device_ids, reply[1:], strict=True):
+                befores[device_id] = int(last)
+        return result
 
     async def last_seq(self, org_id: str, device_id: str) -> int:
         """The highest seq stored for the device (0 if none): what its ``hello`` frame reports."""

@@ -164,3 +164,30 @@ def test_replace_validates_and_secrets_stay_out_of_repr() -> None:
     assert config.replace(port=81).port == 81
     with pytest.raises(ConfigError, match="--port / TELEHUB_PORT"):
         config.replace(port=0)
+
+
+def test_aggregate_resolutions_and_retention() -> None:
+    config = HubConfig.from_env({"TELEHUB_AGGREGATE_RESOLUTIONS": "10s, 5m", "TELEHUB_AGGREGATE_RETENTION": "2d,90d"})
+    assert config.aggregate_resolutions_ms == (10_000, 300_000)
+    assert config.aggregate_retention_ms == (2 * 86_400_000, 90 * 86_400_000)
+    assert HubConfig.from_env({"TELEHUB_AGGREGATE_RESOLUTIONS": ""}).aggregate_resolutions_ms == (
+        1_000,
+        60_000,
+        3_600_000,
+    )
+    assert HubConfig(aggregate_resolutions="").aggregate_resolutions_ms == ()
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("TELEHUB_AGGREGATE_RESOLUTIONS", "1x"),
+        ("TELEHUB_AGGREGATE_RESOLUTIONS", "1s,1s,1h"),
+        ("TELEHUB_AGGREGATE_RETENTION", "1d,30d"),
+        ("TELEHUB_AGGREGATE_RETENTION", "1d,30d,30m"),
+        ("TELEHUB_AGGREGATE_IDLE_TIMEOUT_MS", "0"),
+    ],
+)
+def test_bad_aggregation_settings_name_the_variable(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        HubConfig.from_env({variable: raw})

@@ -1,0 +1,305 @@
+"""Aggregation inside the ingest loop: the stored samples of every flush folded into time windows.
+
+Each flusher lane owns one :class:`WindowAggregator` (a lane holds a fixed set of devices, so a device's
+windows are written by one ordered sequence of round trips). After a write, the lane folds in the samples
+of the frames the store script actually kept (never a duplicate: see ``fold``), closes what is due, and
+queues the closed windows as :class:`WindowEntry`; its next round trip (or the idle tick) XADDs them to the
+device's and the organization's aggregate stream of that resolution.
+
+One entry per (device, resolution, window start) with the ``devices/{id}/aggregates/{resolution}`` channel
+payload ``{device_id, start, end, metrics: {name: {count, sum, min, max, avg}}}`` (start/end ISO 8601 UTC,
+as the REST ``readings/aggregate`` rows). A window that late samples changed is emitted again with
+``corrected: true`` and only the metrics that changed: per (window, metric) the latest entry is the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from prometheus_client import Counter
+
+from aggregation import DEFAULT_RESOLUTIONS_MS, ClosedWindows, WindowState
+from ingest import stream_keys
+from ingest.batch import IngestBatch
+from ingest.frames import Samples
+from ingest.ports import DeviceIdentity
+
+__all__ = ["AggregationPolicy", "MetricAggregate", "WindowAggregator", "WindowEntry", "iso_ms", "resolution_label"]
+
+DAY_MS = 86_400_000
+
+LATE_DROPPED = Counter(
+    "telehub_aggregation_late_dropped_total", "samples too late to correct their window (stored, not aggregated)"
+)
+WINDOWS_WRITTEN = Counter("telehub_aggregation_windows_written_total", "closed window entries written")
+
+# name -> (count, sum, min, max): one window's aggregates of one metric.
+MetricAggregate = tuple[int, float, float, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregationPolicy:
+    """Window widths, how long each resolution's streams keep entries, and the lateness rules of
+    :class:`aggregation.WindowState`."""
+
+    resolutions_ms: tuple[int, ...] = DEFAULT_RESOLUTIONS_MS
+    # One per resolution: 1 s windows for a day, 1 min for 30 days, 1 h for a year.
+    retention_ms: tuple[int, ...] = (DAY_MS, 30 * DAY_MS, 365 * DAY_MS)
+    allowed_lateness_ms: int = 5_000
+    late_horizon_ms: int = 30_000
+    idle_timeout_ms: int = 10_000
+    # How often a lane with nothing to write closes windows that are due anyway (idle devices).
+    tick_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if len(self.retention_ms) != len(self.resolutions_ms):
+            raise ValueError("give one retention per aggregate resolution")
+        if any(r % 1000 for r in self.resolutions_ms):
+            raise ValueError("aggregate resolutions must be whole seconds")
+
+
+def resolution_label(width_ms: int) -> str:
+    """``1000`` -> ``1s``, ``60000`` -> ``1m``, ``3600000`` -> ``1h``: the channel's ``{resolution}``."""
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if width_ms % size == 0:
+            return f"{width_ms // size}{unit}"
+    return f"{width_ms}ms"
+
+
+def iso_ms(ms: int) -> str:
+    """``1763800000123`` -> ``'2025-11-22T08:26:40.123Z'`` (the contract's REST timestamp form)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowEntry:
+    """One closed window of one device at one resolution, ready to XADD (fields d, s, c, p)."""
+
+    org_id: str
+    device_id: str
+    resolution: str
+    start_ms: int
+    corrected: bool
+    # The channel payload, JSON.
+    payload: bytes
+    retention_ms: int
+
+    @property
+    def device_key(self) -> str:
+        return stream_keys.device_aggregates(self.org_id, self.device_id, self.resolution)
+
+    @property
+    def org_key(self) -> str:
+        return stream_keys.org_aggregates(self.org_id, self.resolution)
+
+    @property
+    def corrected_flag(self) -> bytes:
+        return b"1" if self.corrected else b"0"
+
+
+class WindowAggregator:
+    """One lane's window state, the dense ids it needs, and the closed windows waiting to be written."""
+
+    def __init__(self, policy: AggregationPolicy | None = None) -> None:
+        self.policy = policy or AggregationPolicy()
+        self.state = WindowState(
+            self.policy.resolutions_ms,
+            allowed_lateness_ms=self.policy.allowed_lateness_ms,
+            late_horizon_ms=self.policy.late_horizon_ms,
+            idle_timeout_ms=self.policy.idle_timeout_ms,
+        )
+        self._labels = {width: resolution_label(width) for width in self.policy.resolutions_ms}
+        self._retention = dict(zip(self.policy.resolutions_ms, self.policy.retention_ms, strict=True))
+        # Dense ids: device identity <-> int, (device int, metric name) <-> series int.
+        self._device_ids: dict[DeviceIdentity, int] = {}
+        self.devices: list[DeviceIdentity] = []
+        self._series_ids: dict[tuple[int, str], int] = {}
+        self._metric_names: list[str] = []
+        # Closed windows not yet written.
+        self.pending: list[WindowEntry] = []
+
+    def knows(self, device: DeviceIdentity) -> bool:
+        return device in self._device_ids
+
+    def device_id(self, device: DeviceIdentity) -> int:
+        number = self._device_ids.get(device)
+        if number is None:
+            number = self._device_ids[device] = len(self.devices)
+            self.devices.append(device)
+        return number
+
+    def series_ids(self, device: int, names: Iterable[str]) -> list[int]:
+        ids = []
+        for name in names:
+            number = self._series_ids.get((device, name))
+            if number is None:
+                number = self._series_ids[(device, name)] = len(self._metric_names)
+                self._metric_names.append(name)
+            ids.append(number)
+        return ids
+
+    def metric_name(self, series: int) -> str:
+        return self._metric_names[series]
+
+    # Folding and closing.
+
+    def fold(self, batch: IngestBatch, last_before: dict[str, dict[str, int]], *, now_ms: int) -> None:
+        """Aggregate the frames of ``batch`` that were stored, then close what is due.
+
+        Stored frames are found by replaying the store script's rule on its reply (each device's last seq
+        before the write): a frame was stored iff its seq is 0 or above the highest seq so far. So a resent
+        frame is aggregated exactly when it is stored: once."""
+        columns = SampleColumns()
+        for org_id, devices in batch.orgs.items():
+            befores = last_before.get(org_id, {})
+            for device_id, pending in devices.items():
+                last = befores.get(device_id)
+                if last is None:
+                    continue
+                number: int | None = None
+                for seq, samples in zip(pending.seqs, pending.samples, strict=True):
+                    if seq != 0 and seq <= last:
+                        continue
+                    last = max(last, seq)
+                    if samples is not None and len(samples):
+                        if number is None:
+                            number = self.device_id(DeviceIdentity(org_id, device_id))
+                        columns.add(number, self.series_ids(number, samples.names), samples)
+        self.add(columns, now_ms=now_ms)
+        self.close(now_ms)
+
+    def add(self, columns: SampleColumns, *, now_ms: int) -> None:
+        if columns.size:
+            dropped = self.state.late_dropped
+            self.state.add(*columns.arrays(), now_ms=now_ms)
+            if self.state.late_dropped > dropped:
+                LATE_DROPPED.inc(self.state.late_dropped - dropped)
+
+    def close(self, now_ms: int) -> None:
+        """Close the windows due now and queue them."""
+        for width, closed in self.state.close(now_ms).items():
+            self.pending += self.entries(width, closed)
+
+    def entries(self, width: int, closed: ClosedWindows) -> list[WindowEntry]:
+        """One entry per (device, window start) of ``closed`` (sorted by device, start, series)."""
+        if not len(closed):
+            return []
+        label, retention = self._labels[width], self._retention[width]
+        entries = []
+        rows = zip(
+            closed.device.tolist(),
+            closed.start.tolist(),
+            closed.series.tolist(),
+            closed.count.tolist(),
+            closed.sum.tolist(),
+            closed.min.tolist(),
+            closed.max.tolist(),
+            closed.corrected.tolist(),
+            strict=True,
+        )
+        key: tuple[int, int] | None = None
+        metrics: dict[str, MetricAggregate] = {}
+        corrected = False
+        for device, start, series, count, total, low, high, fixed in rows:
+            if (device, start) != key:
+                if key is not None:
+                    entries.append(self._entry(key, width, label, retention, metrics, corrected))
+                key, metrics, corrected = (device, start), {}, False
+            metrics[self._metric_names[series]] = (count, total, low, high)
+            corrected = corrected or fixed
+        assert key is not None
+        entries.append(self._entry(key, width, label, retention, metrics, corrected))
+        return entries
+
+    def entry(
+        self, device: int, start: int, width: int, metrics: dict[str, MetricAggregate], *, corrected: bool
+    ) -> WindowEntry:
+        return self._entry((device, start), width, self._labels[width], self._retention[width], metrics, corrected)
+
+    def _entry(
+        self,
+        key: tuple[int, int],
+        width: int,
+        label: str,
+        retention: int,
+        metrics: dict[str, MetricAggregate],
+        corrected: bool,
+    ) -> WindowEntry:
+        device, start = key
+        identity = self.devices[device]
+        payload: dict[str, object] = {
+            "device_id": identity.device_id,
+            "start": iso_ms(start),
+            "end": iso_ms(start + width),
+            "metrics": {
+                name: {"count": count, "sum": total, "min": low, "max": high, "avg": total / count}
+                for name, (count, total, low, high) in metrics.items()
+            },
+        }
+        if corrected:
+            payload["corrected"] = True
+        return WindowEntry(
+            identity.org_id, identity.device_id, label, start, corrected, orjson.dumps(payload), retention
+        )
+
+
+class SampleColumns:
+    """Samples of many frames gathered for one ``WindowState.add``: one-point frames as Python lists (no
+    arrays per frame), larger frames as their arrays; the columns are built once."""
+
+    __slots__ = ("_arrays", "_device", "_series", "_ts", "_value", "size")
+
+    def __init__(self) -> None:
+        self._device: list[int] = []
+        self._series: list[int] = []
+        self._ts: list[int] = []
+        self._value: list[float] = []
+        self._arrays: list[
+            tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]
+        ] = []
+        self.size = 0
+
+    def add(self, device: int, series: list[int], samples: Samples, keep_from: int | None = None) -> None:
+        """A frame's samples; with ``keep_from``, only those at or after that timestamp."""
+        point = samples.lazy_point
+        if point is not None and keep_from is None:
+            ts, values = point
+            n = len(values)
+            self._device += [device] * n
+            self._series += series
+            self._ts += [ts] * n
+            self._value += values
+            self.size += n
+            return
+        series_of = np.asarray(series, np.int64)[samples.metric]
+        ts_column, value = samples.ts, samples.value
+        if keep_from is not None:
+            keep = ts_column >= keep_from
+            series_of, ts_column, value = series_of[keep], ts_column[keep], value[keep]
+        n = len(ts_column)
+        self._arrays.append((np.full(n, device, np.int64), series_of, ts_column.astype(np.int64), value))
+        self.size += n
+
+    def arrays(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        parts = list(self._arrays)
+        if self._ts:
+            parts.append(
+                (
+                    np.array(self._device, np.int64),
+                    np.array(self._series, np.int64),
+                    np.array(self._ts, np.int64),
+                    np.array(self._value, np.float64),
+                )
+            )
+        if len(parts) == 1:
+            return parts[0]
+        device, series, ts, value = (np.concatenate(column) for column in zip(*parts, strict=True))
+        return device, series, ts, value
