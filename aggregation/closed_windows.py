@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -34,6 +35,20 @@ class ClosedWindows:
 
     def __len__(self) -> int:
         return int(self.series.shape[0])
+
+    def rows(self) -> Iterator[tuple[int, int, int, int, float, float, float, bool]]:
+        """Each window as Python values: (device, start, series, count, sum, min, max, corrected)."""
+        return zip(
+            self.device.tolist(),
+            self.start.tolist(),
+            self.series.tolist(),
+            self.count.tolist(),
+            self.sum.tolist(),
+            self.min.tolist(),
+            self.max.tolist(),
+            self.corrected.tolist(),
+            strict=True,
+        )
 
     @property
     def avg(self) -> Float64Array:

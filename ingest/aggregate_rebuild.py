@@ -100,16 +100,7 @@ def _unwritten(
 ) -> list[WindowEntry]:
     """Entries for the replayed windows (per metric) that differ from the stored ones."""
     changed: dict[int, dict[str, MetricAggregate]] = {}
-    rows = zip(
-        closed.start.tolist(),
-        closed.series.tolist(),
-        closed.count.tolist(),
-        closed.sum.tolist(),
-        closed.min.tolist(),
-        closed.max.tolist(),
-        strict=True,
-    )
-    for start, series, count, total, low, high in rows:
+    for _, start, series, count, total, low, high, _ in closed.rows():
         name = aggregator.metric_name(series)
         replayed = (count, total, low, high)
         if not _same(emitted.get(start, {}).get(name), replayed):

@@ -188,50 +188,25 @@ class WindowAggregator:
 
     def entries(self, width: int, closed: ClosedWindows) -> list[WindowEntry]:
         """One entry per (device, window start) of ``closed`` (sorted by device, start, series)."""
-        if not len(closed):
-            return []
-        label, retention = self._labels[width], self._retention[width]
         entries = []
-        rows = zip(
-            closed.device.tolist(),
-            closed.start.tolist(),
-            closed.series.tolist(),
-            closed.count.tolist(),
-            closed.sum.tolist(),
-            closed.min.tolist(),
-            closed.max.tolist(),
-            closed.corrected.tolist(),
-            strict=True,
-        )
         key: tuple[int, int] | None = None
         metrics: dict[str, MetricAggregate] = {}
         corrected = False
-        for device, start, series, count, total, low, high, fixed in rows:
+        for device, start, series, count, total, low, high, fixed in closed.rows():
             if (device, start) != key:
                 if key is not None:
-                    entries.append(self._entry(key, width, label, retention, metrics, corrected))
+                    entries.append(self.entry(*key, width, metrics, corrected=corrected))
                 key, metrics, corrected = (device, start), {}, False
             metrics[self._metric_names[series]] = (count, total, low, high)
             corrected = corrected or fixed
-        assert key is not None
-        entries.append(self._entry(key, width, label, retention, metrics, corrected))
+        if key is not None:
+            entries.append(self.entry(*key, width, metrics, corrected=corrected))
         return entries
 
     def entry(
         self, device: int, start: int, width: int, metrics: dict[str, MetricAggregate], *, corrected: bool
     ) -> WindowEntry:
-        return self._entry((device, start), width, self._labels[width], self._retention[width], metrics, corrected)
-
-    def _entry(
-        self,
-        key: tuple[int, int],
-        width: int,
-        label: str,
-        retention: int,
-        metrics: dict[str, MetricAggregate],
-        corrected: bool,
-    ) -> WindowEntry:
-        device, start = key
+        """The stream entry of one window of ``device`` (its dense number): the channel payload."""
         identity = self.devices[device]
         payload: dict[str, object] = {
             "device_id": identity.device_id,
@@ -245,7 +220,13 @@ class WindowAggregator:
         if corrected:
             payload["corrected"] = True
         return WindowEntry(
-            identity.org_id, identity.device_id, label, start, corrected, orjson.dumps(payload), retention
+            identity.org_id,
+            identity.device_id,
+            self._labels[width],
+            start,
+            corrected,
+            orjson.dumps(payload),
+            self._retention[width],
         )
 
 

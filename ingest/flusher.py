@@ -106,10 +106,7 @@ class Flusher:
         self.lanes[hash(device) % len(self.lanes)].add(device, seq, kind, binary, raw, target, samples)
         self.waiting_frames += 1
         self._waiting_bytes += len(raw)
-        if (
-            self.waiting_frames >= self.policy.max_waiting_frames
-            or self._waiting_bytes >= self.policy.max_waiting_bytes
-        ):
+        if self._full():
             self._room.clear()
 
     def has_room(self) -> bool:
@@ -120,10 +117,17 @@ class Flusher:
         if not self._room.is_set():
             await self._room.wait()
 
+    def _full(self) -> bool:
+        """Frames or bytes waiting to be stored have reached their bound: connections stop reading."""
+        return (
+            self.waiting_frames >= self.policy.max_waiting_frames
+            or self._waiting_bytes >= self.policy.max_waiting_bytes
+        )
+
     def _stored(self, batch: IngestBatch) -> None:
         self.waiting_frames -= batch.frames
         self._waiting_bytes -= batch.bytes
-        if self.waiting_frames < self.policy.max_waiting_frames and self._waiting_bytes < self.policy.max_waiting_bytes:
+        if not self._full():
             self._room.set()
         FRAMES_WAITING.set(self.waiting_frames)
 
