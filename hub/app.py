@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 
 from hub.api import (
+    aggregate_routes,
     api_keys_routes,
     auth_routes,
     devices_routes,
@@ -46,6 +47,7 @@ def api_routes() -> list[BaseRoute]:
         *provisioning_routes.routes,
         *readings_routes.routes,
         *history_routes.routes,
+        *aggregate_routes.routes,
         *health_routes.routes,
     ]
 

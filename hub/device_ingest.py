@@ -43,10 +43,12 @@ class DeviceIngest:
         self.frames_redis: Any = open_pool_client(config.redis_url, decode_responses=False, max_connections=32)
         retention = Retention()
         self.writer = StreamWriter(self.frames_redis, retention=retention)
+        self.aggregation = aggregation_policy(config)
+        self.limits = FrameLimits(max_frame_bytes=config.max_frame_bytes)
         self.flusher = Flusher(
             self.writer,
             policy=FlushPolicy(interval_s=config.flush_interval_ms / 1000),
-            aggregation=aggregation_policy(config),
+            aggregation=self.aggregation,
         )
         self.presence = Presence(redis, retention=retention)
         self.device_keys = device_keys
@@ -56,7 +58,7 @@ class DeviceIngest:
             flusher=self.flusher,
             writer=self.writer,
             announce=self.announce,
-            settings=GatewaySettings(limits=FrameLimits(max_frame_bytes=config.max_frame_bytes)),
+            settings=GatewaySettings(limits=self.limits),
         )
         self._control: asyncio.Task[None] | None = None
         self._drained = False

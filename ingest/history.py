@@ -8,7 +8,7 @@ at most ``future_ms`` ahead of when it was received, the scan starts at ``from -
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,10 +95,14 @@ class HistoryReader:
         order: Order,
         after: str | None,
         inclusive: bool = False,
-    ) -> AsyncIterator[FrameRecord]:
-        """The device's frames in stream order (received-time bounds), from the ``after`` stream id."""
+        first_chunk: int = SCAN_CHUNK,
+    ) -> AsyncGenerator[FrameRecord, None]:
+        """The device's frames in stream order (received-time bounds), from the ``after`` stream id.
+
+        Read ``first_chunk`` entries first, then twice as many each time up to ``SCAN_CHUNK``: a caller that
+        may stop after a few (large) frames does not read hundreds."""
         key = stream_keys.device_frames(org_id, device_id)
-        async for stream_id, fields in self._scan(key, start_ms, end_ms, order, after, inclusive):
+        async for stream_id, fields in self._scan(key, start_ms, end_ms, order, after, inclusive, first_chunk):
             yield FrameRecord(
                 stream_id=stream_id,
                 kind=fields[b"k"].decode(),
@@ -114,7 +118,14 @@ class HistoryReader:
             yield item
 
     async def _scan(
-        self, key: str, start_ms: int | None, end_ms: int | None, order: Order, after: str | None, inclusive: bool
+        self,
+        key: str,
+        start_ms: int | None,
+        end_ms: int | None,
+        order: Order,
+        after: str | None,
+        inclusive: bool,
+        chunk_size: int = SCAN_CHUNK,
     ) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
         low = "-" if start_ms is None else str(max(start_ms, 0))
         high = "+" if end_ms is None else f"{end_ms}-{2**64 - 1}"
@@ -126,13 +137,14 @@ class HistoryReader:
                 high = bound
         while True:
             if order == "asc":
-                chunk = await self.redis.xrange(key, min=low, max=high, count=SCAN_CHUNK)
+                chunk = await self.redis.xrange(key, min=low, max=high, count=chunk_size)
             else:
-                chunk = await self.redis.xrevrange(key, max=high, min=low, count=SCAN_CHUNK)
+                chunk = await self.redis.xrevrange(key, max=high, min=low, count=chunk_size)
             for raw_id, fields in chunk:
                 yield raw_id.decode(), fields
-            if len(chunk) < SCAN_CHUNK:
+            if len(chunk) < chunk_size:
                 return
+            chunk_size = min(2 * chunk_size, SCAN_CHUNK)
             last = chunk[-1][0].decode()
             if order == "asc":
                 low = "(" + last

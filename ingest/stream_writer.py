@@ -6,7 +6,13 @@ and writes the new last seq — all in one atomic step, so a frame resent after 
 session replacement is never stored twice, whichever process receives it. It returns each device's last seq
 before the write, so the caller can tell exactly which frames were stored (and aggregate only those).
 
-Closed aggregate windows queued since the last write ride in the same pipeline as plain XADDs.
+Closed aggregate windows queued since the last write ride in the same pipeline, one script call per
+organization (``_STORE_WINDOWS``). In a device's aggregate stream the entry id is the window start
+(``<start ms>-0``), so ``readings/aggregate`` finds windows by ``XRANGE`` on their start; an entry for a window
+older than the stream's newest (a correction) is appended after it as ``<newest ms>-<n + 1>``. So ids stay
+increasing, the newest id's ms is the latest window start written, and a correction's id is at most the
+lateness, late horizon and one width after its window. The organization's stream keeps arrival-time ids.
+A window older than its resolution's retention is not written at all.
 """
 
 from __future__ import annotations
@@ -87,6 +93,32 @@ table.insert(before, 1, stored)
 return before
 """
 
+# KEYS: every stream written (ARGV refers to them by index). ARGV[1]: one MessagePack array, per window its
+# device stream's and org stream's KEYS index, window start (ms, text), device id, corrected flag, payload
+# and the minimum id (ms, text) its retention allows. Returns the number of windows written.
+_STORE_WINDOWS = """
+local wire = cmsgpack.unpack(ARGV[1])
+local written = 0
+for a = 1, #wire, 7 do
+  local device_key, org_key = KEYS[wire[a]], KEYS[wire[a + 1]]
+  local start, device, corrected, payload, minid = wire[a + 2], wire[a + 3], wire[a + 4], wire[a + 5], wire[a + 6]
+  if tonumber(start) >= tonumber(minid) then
+    local id = start .. '-0'
+    local newest = redis.call('XREVRANGE', device_key, '+', '-', 'COUNT', 1)[1]
+    if newest then
+      local ms, serial = string.match(newest[1], '^(%d+)-(%d+)$')
+      if tonumber(ms) >= tonumber(start) then id = ms .. '-' .. (tonumber(serial) + 1) end
+    end
+    redis.call('XADD', device_key, 'MINID', '~', minid, id, 'd', device, 's', start, 'c', corrected,
+               'p', payload)
+    redis.call('XADD', org_key, 'MINID', '~', minid, '*', 'd', device, 's', start, 'c', corrected,
+               'p', payload)
+    written = written + 1
+  end
+end
+return written
+"""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Retention:
@@ -121,11 +153,38 @@ def _chunks(devices: dict[str, DeviceFrames]) -> Iterator[list[tuple[str, Device
         yield chunk
 
 
+def _by_org(windows: Sequence[WindowEntry]) -> dict[str, list[WindowEntry]]:
+    grouped: dict[str, list[WindowEntry]] = {}
+    for entry in windows:
+        grouped.setdefault(entry.org_id, []).append(entry)
+    return grouped
+
+
+def _windows_wire(entries: list[WindowEntry], now_ms: int) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and the MessagePack array of ``_STORE_WINDOWS`` for one organization's windows."""
+    index: dict[str, int] = {}
+    wire: list[str | bytes | int] = []
+    for entry in entries:
+        device_key = index.setdefault(entry.device_key, len(index) + 1)
+        org_key = index.setdefault(entry.org_key, len(index) + 1)
+        wire += [
+            device_key,
+            org_key,
+            str(entry.start_ms),
+            entry.device_id,
+            entry.corrected_flag,
+            entry.payload,
+            str(now_ms - entry.retention_ms),
+        ]
+    return list(index), wire
+
+
 class StreamWriter:
     def __init__(self, redis: Any, *, retention: Retention | None = None) -> None:
         self.redis = redis
         self.retention = retention or Retention()
         self._script = redis.register_script(_STORE_FRAMES)
+        self._windows_script = redis.register_script(_STORE_WINDOWS)
 
     async def write(self, batch: IngestBatch, *, now_ms: int, windows: Sequence[WindowEntry] = ()) -> StoreResult:
         """Store the batch and the closed ``windows`` in one round trip; duplicates are left out."""
@@ -157,11 +216,9 @@ class StreamWriter:
                     packed = msgpack.packb(wire, use_bin_type=False)
                     await self._script(keys=keys, args=[*minimums, REFERENCE_OVER_BYTES, packed], client=pipe)
                     calls.append((org_id, [device_id for device_id, _ in chunk]))
-            for entry in windows:
-                fields = {"d": entry.device_id, "s": entry.start_ms, "c": entry.corrected_flag, "p": entry.payload}
-                minid = now_ms - entry.retention_ms
-                pipe.xadd(entry.device_key, fields, minid=minid, approximate=True)
-                pipe.xadd(entry.org_key, fields, minid=minid, approximate=True)
+            for entries in _by_org(windows).values():
+                keys, wire = _windows_wire(entries, now_ms)
+                await self._windows_script(keys=keys, args=[msgpack.packb(wire, use_bin_type=False)], client=pipe)
             replies = await pipe.execute()
         for (org_id, device_ids), reply in zip(calls, replies, strict=False):
             result.stored += int(reply[0])

@@ -33,7 +33,7 @@ MESSAGE_TYPES = {
 FUTURE_MS = FrameLimits().future_ms
 
 
-async def _device_for_reading(request: Request, *, devices_may_read: bool) -> tuple[str, str]:
+async def device_for_reading(request: Request, *, devices_may_read: bool) -> tuple[str, str]:
     """(org id, device id) the caller may read: viewers and up, or the device itself where allowed."""
     services: Services = request.app.state.services
     principal = principal_of(request)
@@ -53,7 +53,7 @@ def _reader(request: Request) -> HistoryReader:
     return HistoryReader(request.app.state.device_ingest.frames_redis)
 
 
-def _time_param(request: Request, name: str, errors: dict[str, str]) -> int | None:
+def time_param(request: Request, name: str, errors: dict[str, str]) -> int | None:
     raw = request.query_params.get(name)
     if not raw:
         return None
@@ -66,7 +66,7 @@ def _time_param(request: Request, name: str, errors: dict[str, str]) -> int | No
 
 def _common(request: Request, default: int, maximum: int) -> tuple[int | None, int | None, int, Order]:
     errors: dict[str, str] = {}
-    start, end = _time_param(request, "from", errors), _time_param(request, "to", errors)
+    start, end = time_param(request, "from", errors), time_param(request, "to", errors)
     limit = int_param(request, "limit", default, 1, maximum, errors)
     order = order_param(request, errors)
     if start is not None and end is not None and start > end:
@@ -94,10 +94,10 @@ def _position(request: Request, order: Order) -> Position | None:
     errors=(400, 403, 404),
 )
 async def list_readings(request: Request) -> JSONResponse:
-    org_id, device_id = await _device_for_reading(request, devices_may_read=True)
+    org_id, device_id = await device_for_reading(request, devices_may_read=True)
     start, end, limit, order = _common(request, 100, 1000)
     position = _position(request, order)
-    wanted = _metric_filter(request)
+    wanted = metric_filter(request)
     data: list[dict[str, Any]] = []
     scanned = 0
     next_position: Position | None = None
@@ -162,7 +162,7 @@ def _samples(
     return rows, resume
 
 
-def _metric_filter(request: Request) -> set[str] | None:
+def metric_filter(request: Request) -> set[str] | None:
     raw = request.query_params.get("metric")
     return {name for name in raw.split(",") if name} if raw else None
 
@@ -179,8 +179,8 @@ def _encoded(position: Position | None) -> str | None:
     errors=(403, 404),
 )
 async def latest_readings(request: Request) -> JSONResponse:
-    org_id, device_id = await _device_for_reading(request, devices_may_read=True)
-    wanted = _metric_filter(request)
+    org_id, device_id = await device_for_reading(request, devices_may_read=True)
+    wanted = metric_filter(request)
     latest: dict[str, tuple[int, float]] = {}
     scanned = 0
     async for record in _reader(request).frames(
@@ -208,7 +208,7 @@ async def latest_readings(request: Request) -> JSONResponse:
     errors=(400, 403, 404),
 )
 async def list_messages(request: Request) -> JSONResponse:
-    org_id, device_id = await _device_for_reading(request, devices_may_read=False)
+    org_id, device_id = await device_for_reading(request, devices_may_read=False)
     start, end, limit, order = _common(request, 50, 100)
     kind = request.query_params.get("type", "all")
     if kind != "all" and kind not in MESSAGE_TYPES:

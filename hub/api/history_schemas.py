@@ -37,6 +37,24 @@ EVENTS_PARAMS = (
     ORDER,
 )
 
+AGGREGATE_PARAMS = (
+    Param("metric", {"type": "string"}, "comma-separated metric names; all when left out"),
+    Param("from", TIME, "the first bucket is the one containing this time", required=True),
+    Param("to", TIME, "the last bucket is the one containing this time", required=True),
+    Param(
+        "interval",
+        {"type": "string", "examples": ["10s", "5m", "1h", "48h", "1d", "1w", "1mo"]},
+        "bucket width: <n>s, <n>m or <n>h (any multiple of 1 s), or a local calendar day, week or month",
+        required=True,
+    ),
+    Param(
+        "fn",
+        {"type": "string", "default": "avg", "examples": ["avg", "count,min,max"]},
+        "comma list of count, sum, min, max, avg",
+    ),
+    Param("tz", {"type": "string", "default": "UTC", "examples": ["Europe/Rome"]}, "IANA zone of 1d, 1w, 1mo"),
+)
+
 READING: Schema = obj(
     {"ts": TIMESTAMP, "metric": {"type": "string"}, "value": {"type": "number"}},
     required=["ts", "metric", "value"],
@@ -81,3 +99,26 @@ EVENT: Schema = obj(
     title="Event",
 )
 EVENTS_PAGE = cursor_list(EVENT)
+
+NUMBER = {"type": "number"}
+AGGREGATE_ROW: Schema = obj(
+    {
+        "start": TIMESTAMP,
+        "end": TIMESTAMP,
+        "metric": {"type": "string"},
+        "count": {"type": "integer"},
+        "sum": NUMBER,
+        "min": NUMBER,
+        "max": NUMBER,
+        "avg": NUMBER,
+    },
+    required=["start", "end", "metric"],
+    title="AggregateBucket",
+)
+AGGREGATE_PAGE: Schema = obj(
+    {
+        "data": {"type": "array", "items": AGGREGATE_ROW},
+        "meta": obj({"interval": {"type": "string"}, "tz": {"type": "string"}}, required=["interval", "tz"]),
+    },
+    required=["data", "meta"],
+)
