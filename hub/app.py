@@ -29,8 +29,10 @@ from hub.bootstrap import bootstrap_organization
 from hub.config import HubConfig
 from hub.device_ingest import DeviceIngest, DeviceSocket
 from hub.errors import TelehubError
+from hub.fanout.endpoint import DashboardSocket, Fanout
 from hub.lifecycle import on_drain
 from hub.services import Services, open_redis
+from ingest.aggregates import resolution_label
 
 __all__ = ["API_PREFIX", "app_from_env", "create_app"]
 
@@ -66,19 +68,30 @@ def create_app(config: HubConfig) -> Starlette:
             await bootstrap_organization(services)
             ingest = app.state.device_ingest = DeviceIngest(config, redis, services.device_keys)
             await ingest.start()
+            resolutions = tuple(resolution_label(width) for width in config.aggregate_resolutions_ms)
+            fanout = app.state.fanout = Fanout(ingest.frames_redis, resolutions)
+            fanout.start()
             forget_drain = on_drain(ingest.drain)
             try:
                 # Lifespan state: uvicorn hands it to hub.websocket_dispatch, which serves devices from it.
                 yield {"device_ingest": ingest}
             finally:
                 forget_drain()
+                await fanout.stop()
                 await ingest.stop()
         finally:
             await redis.aclose()
 
     app = Starlette(
         routes=[
-            Mount(API_PREFIX, routes=[*api_routes(), WebSocketRoute("/ws/device", DeviceSocket())]),
+            Mount(
+                API_PREFIX,
+                routes=[
+                    *api_routes(),
+                    WebSocketRoute("/ws/device", DeviceSocket()),
+                    WebSocketRoute("/ws", DashboardSocket()),
+                ],
+            ),
             health_routes.metrics_route,
             *docs_routes.routes,
         ],

@@ -49,7 +49,9 @@ class Subscriber(Protocol):
     @property
     def encoding(self) -> Encoding: ...
 
-    def send(self, payload: bytes) -> None: ...
+    def send(self, payload: bytes, source: Source, offset: str) -> None:
+        """Queue ``payload``, the message at ``offset`` of ``source`` (a session resuming a subscription
+        uses them to leave out what its replay already sent)."""
 
 
 def encode_json(message: dict[str, Any]) -> bytes:
@@ -174,7 +176,7 @@ class Hub:
                     as_json = encode_json(message)
                 payload = as_json
             try:
-                subscriber.send(payload)
+                subscriber.send(payload, source, offset)
             except Exception:  # one broken session must not cost the others their message
                 logger.exception("fan-out: sending to a subscriber failed")
         return len(receivers)

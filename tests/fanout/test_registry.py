@@ -23,7 +23,7 @@ class Dashboard:
         self.encoding: Encoding = encoding
         self.sent: list[bytes] = []
 
-    def send(self, payload: bytes) -> None:
+    def send(self, payload: bytes, source: Source, offset: str) -> None:
         self.sent.append(payload)
 
     def messages(self) -> list[dict[str, Any]]:
@@ -205,8 +205,8 @@ def test_a_subscriber_may_leave_while_being_sent_to() -> None:
     hub = Hub()
 
     class Leaving(Dashboard):
-        def send(self, payload: bytes) -> None:
-            super().send(payload)
+        def send(self, payload: bytes, source: Source, offset: str) -> None:
+            super().send(payload, source, offset)
             hub.remove(self)
 
     leaving, staying = Leaving("l"), Dashboard("s")
@@ -221,7 +221,7 @@ def test_a_failing_subscriber_does_not_cost_the_others(caplog: pytest.LogCapture
     hub = Hub()
 
     class Broken(Dashboard):
-        def send(self, payload: bytes) -> None:
+        def send(self, payload: bytes, source: Source, offset: str) -> None:
             raise RuntimeError("bug")
 
     broken, fine = Broken("x"), Dashboard("ok")

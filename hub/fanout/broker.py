@@ -1,0 +1,70 @@
+"""The Broker (ARCHITECTURE.md, roles): the only fan-out code that talks to Redis Streams.
+
+Offsets are stream ids (``<ms>-<n>``). A stream's epoch is a random name kept in the organization's
+``epochs`` hash (``th:{org}:epochs``, field: the stream key), made the first time anyone asks: if the stream
+and the hash are lost together (a Redis without persistence restarted, a flush), the next epoch differs,
+and a client resuming with the old one is told ``recovered: false``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from hub.fanout.channels import Source
+from ingest.stream_keys import PREFIX
+
+__all__ = ["Entry", "StreamBroker", "offset_key"]
+
+Fields = dict[bytes, bytes]
+Entry = tuple[str, Fields]
+
+
+def offset_key(offset: str) -> tuple[int, int]:
+    """A stream id as a sortable pair; ValueError for anything else."""
+    ms, _, serial = offset.partition("-")
+    if not ms.isdigit() or (serial and not serial.isdigit()):
+        raise ValueError(f"not a stream offset: {offset!r}")
+    return int(ms), int(serial or 0)
+
+
+def _entries(raw: list[tuple[bytes, Fields]]) -> list[Entry]:
+    return [(entry_id.decode(), fields) for entry_id, fields in raw]
+
+
+class StreamBroker:
+    def __init__(self, redis: Any) -> None:
+        # A client with decode_responses=False: frames are bytes.
+        self.redis = redis
+
+    async def epoch(self, source: Source) -> str:
+        key = f"{PREFIX}:{{{source.org_id}}}:epochs"
+        await self.redis.hsetnx(key, source.key, secrets.token_hex(6))
+        value: bytes = await self.redis.hget(key, source.key)
+        return value.decode()
+
+    async def newest(self, key: str) -> str:
+        """The newest entry's id, ``0-0`` for an empty stream."""
+        found = await self.redis.xrevrange(key, count=1)
+        return found[0][0].decode() if found else "0-0"
+
+    async def oldest(self, key: str) -> str | None:
+        found = await self.redis.xrange(key, count=1)
+        return found[0][0].decode() if found else None
+
+    async def after(self, key: str, offset: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries after ``offset``, oldest first."""
+        return _entries(await self.redis.xrange(key, min="(" + offset, max="+", count=count))
+
+    async def last(self, key: str, count: int) -> list[Entry]:
+        """The newest ``count`` entries, oldest first."""
+        return _entries(await self.redis.xrevrange(key, count=count))[::-1]
+
+    async def entry(self, key: str, entry_id: str) -> Fields | None:
+        found = await self.redis.xrange(key, min=entry_id, max=entry_id, count=1)
+        return found[0][1] if found else None
+
+    async def read(self, positions: dict[str, str], *, block_ms: int, count: int) -> list[tuple[str, list[Entry]]]:
+        """New entries after each key's position, waiting up to ``block_ms`` for the first one."""
+        replies = await self.redis.xread(positions, count=count, block=block_ms)
+        return [(key.decode(), _entries(entries)) for key, entries in replies or ()]

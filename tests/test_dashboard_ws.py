@@ -1,0 +1,164 @@
+"""``/api/v1/ws``, in-process: auth by header or first message, subscribe/unsubscribe/ping, wildcards inside
+the caller's organization only, both encodings, and resuming with ``since`` or ``last`` without a gap."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from hub.fanout import endpoint
+from tests.support import HubClient, Tenant, bearer
+from tests.test_device_gateway import connect, device_key, receive
+
+DASHBOARD = "/api/v1/ws"
+
+
+@pytest.fixture
+def tenant(client: HubClient) -> Tenant:
+    return client.new_tenant()
+
+
+@contextlib.contextmanager
+def dashboard(client: HubClient, token: str | None, **kwargs: Any) -> Iterator[Any]:
+    headers = bearer(token) if token else {}
+    with client.http.websocket_connect(DASHBOARD, headers=headers, **kwargs) as ws:
+        yield ws
+
+
+def ask(ws: Any, op: dict[str, Any]) -> dict[str, Any]:
+    ws.send_text(orjson.dumps(op).decode())
+    reply: dict[str, Any] = orjson.loads(ws.receive_text())
+    return reply
+
+
+def next_message(ws: Any) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(ws.receive_text())
+    return message
+
+
+def stream(client: HubClient, key: str, first: int, last: int) -> None:
+    """Frames ``first``..``last`` from the device, each carrying its number as ``n``; waits for the last ack."""
+    with connect(client, key) as device:
+        receive(device)
+        for seq in range(first, last + 1):
+            device.send_bytes(msgpack.packb({"type": "telemetry", "seq": seq, "metrics": {"n": float(seq)}}))
+        while receive(device) != {"type": "ack", "seq": last}:
+            pass
+
+
+def numbers(ws: Any, count: int) -> list[int]:
+    return [int(next_message(ws)["data"]["metrics"]["n"]) for _ in range(count)]
+
+
+def test_exact_subscription_gets_every_frame_in_order(client: HubClient, tenant: Tenant) -> None:
+    key = device_key(client, tenant)
+    with dashboard(client, tenant.admin_token) as ws:
+        reply = ask(ws, {"op": "subscribe", "id": 1, "channel": "devices/boiler-7/telemetry"})
+        assert reply["type"] == "reply" and reply["id"] == 1
+        assert reply["result"]["channel"] == "devices/boiler-7/telemetry"
+        assert reply["result"]["recovered"] is False and reply["result"]["epoch"]
+        stream(client, key, 1, 20)
+        messages = [next_message(ws) for _ in range(20)]
+    assert [m["data"]["metrics"]["n"] for m in messages] == [float(n) for n in range(1, 21)]
+    first = messages[0]
+    assert first["type"] == "message" and first["channel"] == "devices/boiler-7/telemetry"
+    assert first["epoch"] == reply["result"]["epoch"] and first["data"]["device_id"] == "boiler-7"
+    assert isinstance(first["data"]["ts"], int)
+    offsets = [tuple(map(int, m["offset"].split("-"))) for m in messages]
+    assert offsets == sorted(offsets) and len(set(offsets)) == 20
+
+
+def test_wildcards_stay_inside_the_organization(client: HubClient, tenant: Tenant) -> None:
+    key_a = device_key(client, tenant, "a-1")
+    key_b = device_key(client, tenant, "a-2")
+    other = client.new_tenant("globex")
+    other_key = device_key(client, other, "g-1")
+    with dashboard(client, tenant.admin_token) as mine, dashboard(client, other.admin_token) as theirs:
+        assert ask(mine, {"op": "subscribe", "id": 1, "channel": "devices/+/telemetry"})["type"] == "reply"
+        for pattern in ("#", "devices/+/telemetry", "devices/a-1/telemetry", "devices/#"):
+            assert ask(theirs, {"op": "subscribe", "id": pattern, "channel": pattern})["type"] == "reply"
+        stream(client, key_a, 1, 3)
+        stream(client, key_b, 1, 2)
+        got = [next_message(mine)["data"]["device_id"] for _ in range(5)]
+        assert sorted(got) == ["a-1", "a-1", "a-1", "a-2", "a-2"]
+        # The other organization's dashboard sees its own device's frame first: nothing of acme's came before.
+        stream(client, other_key, 1, 1)
+        seen = next_message(theirs)
+        assert seen["data"]["device_id"] == "g-1"
+
+
+def test_first_message_auth_ping_and_errors(client: HubClient, tenant: Tenant) -> None:
+    device_key(client, tenant)
+    with dashboard(client, None) as ws:
+        ws.send_text(orjson.dumps({"op": "auth", "token": tenant.admin_token}).decode())
+        assert next_message(ws)["result"]["principal"]["org_id"] == tenant.org_id
+        assert ask(ws, {"op": "ping", "id": 7}) == {"type": "pong", "id": 7}
+        bad = ask(ws, {"op": "subscribe", "id": 2, "channel": "devices/boiler-7/#/x"})
+        assert bad["type"] == "error" and bad["id"] == 2 and bad["error"]["code"] == "invalid_channel"
+        assert ask(ws, {"op": "fly", "id": 3})["error"]["code"] == "unknown_op"
+        ws.send_text("{not json")
+        assert next_message(ws)["error"]["code"] == "invalid_message"
+        assert ask(ws, {"op": "unsubscribe", "id": 4, "channel": "alerts"})["error"]["code"] == "not_subscribed"
+        assert ask(ws, {"op": "subscribe", "id": 5, "channel": "alerts"})["type"] == "reply"
+        assert ask(ws, {"op": "subscribe", "id": 6, "channel": "alerts"})["error"]["code"] == "already_subscribed"
+        assert ask(ws, {"op": "unsubscribe", "id": 7, "channel": "alerts"})["type"] == "reply"
+        two = {"op": "subscribe", "id": 8, "channel": "devices/boiler-7/#", "last": 5}
+        assert ask(ws, two)["error"]["code"] == "invalid_request"
+
+
+def test_bad_credentials_are_refused(client: HubClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = device_key(client, tenant)
+    for token in ("sk_live_nope", "not-a-jwt", key):
+        with pytest.raises(WebSocketDisconnect) as refused, dashboard(client, token):
+            pass
+        assert refused.value.code == endpoint.UNAUTHENTICATED
+    monkeypatch.setattr(endpoint, "AUTH_TIMEOUT_S", 0.2)
+    with dashboard(client, None) as ws, pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_text()
+    assert closed.value.code == 4001
+    with dashboard(client, None) as ws, pytest.raises(WebSocketDisconnect) as closed:
+        ws.send_text(orjson.dumps({"op": "auth", "token": "sk_live_nope"}).decode())
+        ws.receive_text()
+    assert closed.value.code == 4001
+
+
+def test_msgpack_subprotocol(client: HubClient, tenant: Tenant) -> None:
+    key = device_key(client, tenant)
+    with dashboard(client, tenant.admin_token, subprotocols=["telehub.v1.msgpack"]) as ws:
+        ws.send_bytes(msgpack.packb({"op": "subscribe", "id": 1, "channel": "devices/boiler-7/telemetry"}))
+        assert msgpack.unpackb(ws.receive_bytes())["type"] == "reply"
+        stream(client, key, 1, 1)
+        message = msgpack.unpackb(ws.receive_bytes())
+    assert message["data"]["metrics"] == {"n": 1.0}
+
+
+@pytest.mark.parametrize("channel", ["devices/boiler-7/telemetry", "devices/+/telemetry"])
+def test_resume_with_since_has_no_gap_and_no_duplicate(client: HubClient, tenant: Tenant, channel: str) -> None:
+    key = device_key(client, tenant)
+    with dashboard(client, tenant.admin_token) as ws:
+        ask(ws, {"op": "subscribe", "id": 1, "channel": channel})
+        stream(client, key, 1, 10)
+        received = [next_message(ws) for _ in range(10)]
+    position = {"offset": received[-1]["offset"], "epoch": received[-1]["epoch"]}
+    stream(client, key, 11, 25)  # while the dashboard is away
+    with dashboard(client, tenant.admin_token) as ws:
+        reply = ask(ws, {"op": "subscribe", "id": 2, "channel": channel, "since": position})
+        assert reply["result"]["recovered"] is True
+        missed = numbers(ws, 15)
+        stream(client, key, 26, 30)
+        live = numbers(ws, 5)
+    assert missed + live == list(range(11, 31))
+    with dashboard(client, tenant.admin_token) as ws:
+        stale = {"offset": position["offset"], "epoch": "another-history"}
+        reply = ask(ws, {"op": "subscribe", "id": 3, "channel": channel, "since": stale})
+        assert reply["result"]["recovered"] is False
+        last = ask(ws, {"op": "unsubscribe", "id": 4, "channel": channel})
+        assert last["type"] == "reply"
+        reply = ask(ws, {"op": "subscribe", "id": 5, "channel": channel, "last": 3})
+        assert numbers(ws, 3) == [28, 29, 30]
