@@ -71,16 +71,17 @@ class Buckets:
         rank = np.argsort(np.argsort(np.array(self.names, dtype=object)))
         order = np.lexsort((rank[p.series], p.start)) if len(p) else np.empty(0, np.intp)
         ends = self.edges[np.searchsorted(self.edges, p.start, side="right")]
-        for i in order:
-            yield (
-                int(p.start[i]),
-                int(ends[i]),
-                self.names[p.series[i]],
-                int(p.count[i]),
-                float(p.sum[i]),
-                float(p.min[i]),
-                float(p.max[i]),
-            )
+        names = [self.names[series] for series in p.series[order].tolist()]
+        return zip(
+            p.start[order].tolist(),
+            ends[order].tolist(),
+            names,
+            p.count[order].tolist(),
+            p.sum[order].tolist(),
+            p.min[order].tolist(),
+            p.max[order].tolist(),
+            strict=True,
+        )
 
 
 class AggregateReader:

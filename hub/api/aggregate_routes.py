@@ -54,9 +54,13 @@ async def aggregate_readings(request: Request) -> JSONResponse:
     query = AggregateQuery(org_id, device_id, interval, tz, edges, None if wanted is None else frozenset(wanted))
     buckets = await reader.buckets(query)
     data = []
+    # Many rows share a bucket: each edge is formatted once.
+    times: dict[int, str] = {}
     for start, end, metric, count, total, low, high in buckets.rows():
         values = {"count": count, "sum": total, "min": low, "max": high, "avg": total / count}
-        row: dict[str, Any] = {"start": iso_ms(start), "end": iso_ms(end), "metric": metric}
+        first = times.get(start) or times.setdefault(start, iso_ms(start))
+        last = times.get(end) or times.setdefault(end, iso_ms(end))
+        row: dict[str, Any] = {"start": first, "end": last, "metric": metric}
         row.update((name, values[name]) for name in functions)
         data.append(row)
     return JSONResponse({"data": data, "meta": {"interval": str(interval), "tz": tz}})
