@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Run one benchmark workload against telehub and its references; write JSON, Markdown and PNG.",
         epilog=f"workloads:\n{workloads}\n  {'aggregate-kernel':<16} in-process: telehub's window aggregation "
-        "against polars and pandas (its own --help)\n\n"
+        "against polars and pandas (its own --help)\n"
+        f"  {'query':<16} readings/aggregate latency over 7 days at 1 Hz x 10 metrics, against InfluxDB 1.6 "
+        "(its own --help)\n\n"
         f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Workloads that run in-process (no server, no load generator): each module has its own main.
-IN_PROCESS = {"aggregate-kernel": "benchmarks.aggregate_kernel"}
+# Workloads outside the load-generator harness (in-process, or query latency): each module has its own main.
+IN_PROCESS = {"aggregate-kernel": "benchmarks.aggregate_kernel", "query": "benchmarks.query"}
 
 
 def main(argv: list[str] | None = None) -> int:
