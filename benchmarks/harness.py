@@ -17,7 +17,7 @@ import statistics
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -147,10 +147,10 @@ SUMMARIZED = (
 )
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Median, min and max of each summarized figure over the runs."""
+def summarize(runs: list[dict[str, Any]], keys: Iterable[str] = SUMMARIZED) -> dict[str, dict[str, float]]:
+    """Median, min and max of each figure named in ``keys`` over the runs (runs without it are left out)."""
     summary: dict[str, dict[str, float]] = {}
-    for key in SUMMARIZED:
+    for key in keys:
         values = [float(run[key]) for run in runs if run.get(key) is not None]
         if values:
             summary[key] = {

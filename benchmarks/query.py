@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import procstat
+from benchmarks.harness import summarize
 from benchmarks.query_load import (
     INTERVALS,
     METRICS,
@@ -149,20 +150,6 @@ def _time_batch(target: QueryTarget, query: QueryRange, queries: int) -> dict[st
     }
 
 
-def summarize(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Median, min and max of each figure over the runs."""
-    summary = {}
-    for key in runs[0]:
-        values = [run[key] for run in runs]
-        summary[key] = {
-            "median": statistics.median(values),
-            "min": min(values),
-            "max": max(values),
-            "runs": len(values),
-        }
-    return summary
-
-
 Measured = dict[str, dict[str, list[dict[str, float]]]]
 
 
@@ -201,7 +188,7 @@ def run(*, targets: tuple[str, ...], runs: int, queries: int, days: float, say: 
             "started_as": target.running.started_as,
             "load": target.load,
             "check": checks[target.name],
-            "intervals": {i: {"runs": r, "summary": summarize(r)} for i, r in measured[target.name].items()},
+            "intervals": {i: {"runs": r, "summary": summarize(r, r[0])} for i, r in measured[target.name].items()},
         }
         for target in loaded
     ]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import _machine
-from benchmarks.report import DASH, _number
+from benchmarks.report import DASH, _number, save
 
 __all__ = ["markdown", "write_results"]
 
@@ -151,16 +148,4 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 def write_results(result: dict[str, Any], results_dir: Path, command: str) -> dict[str, Path]:
     """Write ``query-<UTC stamp>.{json,md,png}`` and copy each to ``query-latest.*``; their paths."""
     result = {**result, "command": command, "machine": _machine()}
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stem = results_dir / f"query-{result['started_at'].replace('-', '').replace(':', '')}"
-    paths = {kind: stem.with_suffix(f".{kind}") for kind in ("json", "md", "png")}
-    paths["md"].write_text(markdown(result))
-    if importlib.util.find_spec("matplotlib") is None:
-        print("benchmarks: matplotlib is not installed (pip install -e '.[bench]'): no PNG written")
-        del paths["png"]
-    else:
-        _plot(result, paths["png"])
-    paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    for kind, path in list(paths.items()):
-        shutil.copyfile(path, results_dir / f"query-latest.{kind}")
-    return paths
+    return save(result, results_dir, markdown(result), _plot)

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,17 +206,25 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 
 def write(results: dict[str, Any], results_dir: Path) -> dict[str, Path]:
     """Write ``<workload>-<UTC stamp>.{json,md,png}`` and copy each to ``<workload>-latest.*``."""
+    return save(results, results_dir, markdown(results), _plot)
+
+
+def save(
+    results: dict[str, Any], results_dir: Path, text: str, plot: Callable[[dict[str, Any], Path], None]
+) -> dict[str, Path]:
+    """Write ``results`` (with ``workload`` and ``started_at``) as JSON, ``text`` as Markdown and ``plot``'s
+    PNG under ``<workload>-<UTC stamp>``, and copy each to ``<workload>-latest.*``; their paths."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stamp = results["started_at"].replace("-", "").replace(":", "")
     stem = f"{results['workload']}-{stamp}"
     paths = {kind: results_dir / f"{stem}.{kind}" for kind in ("json", "md", "png")}
-    paths["md"].write_text(markdown(results))
+    paths["md"].write_text(text)
     if importlib.util.find_spec("matplotlib") is None:
         # The plot needs the bench extra; the numbers do not.
         print("benchmarks: matplotlib is not installed (pip install -e '.[bench]'): no PNG written")
         del paths["png"]
     else:
-        _plot(results, paths["png"])
+        plot(results, paths["png"])
     files = {kind: path.name for kind, path in paths.items()}  # beside the JSON, wherever it is copied
     paths["json"].write_text(json.dumps({**results, "files": files}, indent=2, ensure_ascii=False) + "\n")
     for kind, path in list(paths.items()):
