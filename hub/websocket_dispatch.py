@@ -16,7 +16,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
-from ingest.device_connection import DeviceConnection, HeartbeatPolicy
+from ingest.device_connection import DeviceConnection
+from ingest.lean_websocket import HeartbeatPolicy
 
 __all__ = ["DEVICE_PATH", "WebSocketDispatch"]
 

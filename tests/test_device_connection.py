@@ -218,7 +218,10 @@ async def test_a_device_that_answers_pings_stays_and_a_silent_one_is_dropped_and
     assert status.startswith(b"HTTP/1.1 101")
     devices = "/devices/meter-1"
     async with httpx.AsyncClient(base_url=hub.url + "/api/v1") as http:
-        assert (await http.get(devices, headers=hub.admin)).json()["status"] == "online"
+        deadline = time.monotonic() + 5 * TIMEOUT
+        while (await http.get(devices, headers=hub.admin)).json()["status"] != "online":  # set after the 101
+            assert time.monotonic() < deadline, "the connected device is not online"
+            await asyncio.sleep(0.05)
         # Everything the server sends is ignored; after a ping goes unanswered the connection is dropped.
         await asyncio.wait_for(reader.read(), 20 * PING_INTERVAL + 5 * TIMEOUT)
         assert reader.at_eof()
