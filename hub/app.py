@@ -29,10 +29,10 @@ from hub.bootstrap import bootstrap_organization
 from hub.config import HubConfig
 from hub.device_ingest import DeviceIngest, DeviceSocket
 from hub.errors import TelehubError
-from hub.fanout.endpoint import DashboardSocket, Fanout
+from hub.fanout.endpoint import DashboardSocket
+from hub.fanout.service import Fanout
 from hub.lifecycle import on_drain
 from hub.services import Services, open_redis
-from ingest.aggregates import resolution_label
 
 __all__ = ["API_PREFIX", "app_from_env", "create_app"]
 
@@ -68,15 +68,15 @@ def create_app(config: HubConfig) -> Starlette:
             await bootstrap_organization(services)
             ingest = app.state.device_ingest = DeviceIngest(config, redis, services.device_keys)
             await ingest.start()
-            resolutions = tuple(resolution_label(width) for width in config.aggregate_resolutions_ms)
-            fanout = app.state.fanout = Fanout(ingest.frames_redis, resolutions)
+            fanout = app.state.fanout = Fanout.from_config(config, ingest.frames_redis, services.authenticator)
             fanout.start()
-            forget_drain = on_drain(ingest.drain)
+            forget_drains = [on_drain(ingest.drain), on_drain(fanout.drain)]
             try:
-                # Lifespan state: uvicorn hands it to hub.websocket_dispatch, which serves devices from it.
-                yield {"device_ingest": ingest}
+                # Lifespan state: uvicorn hands it to hub.websocket_dispatch, which serves the lean paths from it.
+                yield {"device_ingest": ingest, "fanout": fanout}
             finally:
-                forget_drain()
+                for forget in forget_drains:
+                    forget()
                 await fanout.stop()
                 await ingest.stop()
         finally:

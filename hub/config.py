@@ -76,6 +76,14 @@ class HubConfig:
     # A device that sent nothing for this long gets its open windows closed.
     aggregate_idle_timeout_ms: int = 10_000
 
+    # Dashboard WebSocket: bytes waiting for one client before it is closed with 4008, subscriptions per
+    # connection, open connections per credential (user or API key, across processes), and the most entries
+    # one subscribe with ``since`` replays (further behind: recovered false).
+    dashboard_send_buffer_bytes: int = 1_048_576
+    dashboard_max_subscriptions: int = 100
+    dashboard_max_connections: int = 1_000
+    dashboard_max_replay: int = 10_000
+
     webhook_allow_private: bool = False
     log_level: str = "info"
 
@@ -138,6 +146,9 @@ class HubConfig:
         need(self.rate_limit_burst >= 1, "rate_limit_burst", "must be at least 1")
         need(self.login_max_failures >= 1, "login_max_failures", "must be at least 1")
         need(self.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+        need(self.dashboard_send_buffer_bytes >= 65_536, "dashboard_send_buffer_bytes", "must be at least 65536")
+        for name in ("dashboard_max_subscriptions", "dashboard_max_connections", "dashboard_max_replay"):
+            need(getattr(self, name) >= 1, name, "must be at least 1")
         need(1024 <= self.max_frame_bytes <= 64 * 1_048_576, "max_frame_bytes", "must be 1024 to 67108864")
         need(1 <= self.flush_interval_ms <= 1000, "flush_interval_ms", "must be 1 to 1000")
         resolutions = durations_ms(self.aggregate_resolutions)

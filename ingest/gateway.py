@@ -29,7 +29,7 @@ from ingest.ports import DeviceAuthenticator, DeviceIdentity, PresenceSink
 from ingest.session import DeviceSession, Send
 from ingest.stream_writer import StreamWriter
 
-__all__ = ["DeviceGateway", "GatewaySettings", "denial_body", "hello_is_binary"]
+__all__ = ["DeviceGateway", "GatewaySettings", "denial_body", "deny_handshake", "hello_is_binary"]
 
 log = logging.getLogger("telehub.ingest")
 
@@ -90,11 +90,11 @@ class DeviceGateway:
             return
         await receive()  # websocket.connect
         if not self.accepting:
-            await _deny(scope, send, 503, "unavailable", SHUTTING_DOWN)
+            await deny_handshake(scope, send, 503, "unavailable", SHUTTING_DOWN)
             return
         device = await self.authenticate_header(_header(scope, b"authorization"))
         if device is None:
-            await _deny(scope, send, 401, "unauthenticated", UNAUTHENTICATED)
+            await deny_handshake(scope, send, 401, "unauthenticated", UNAUTHENTICATED)
             return
         offered = scope.get("subprotocols") or []
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL if SUBPROTOCOL in offered else None})
@@ -238,7 +238,7 @@ def denial_body(code: str, message: str) -> tuple[str, bytes]:
     return request_id, orjson.dumps({"error": {"code": code, "message": message, "request_id": request_id}})
 
 
-async def _deny(scope: dict[str, Any], send: Any, status: int, code: str, message: str) -> None:
+async def deny_handshake(scope: dict[str, Any], send: Any, status: int, code: str, message: str) -> None:
     """Refuse the handshake with an HTTP status and the error envelope (or a bare close if unsupported)."""
     if "websocket.http.response" in scope.get("extensions", {}):
         request_id, body = denial_body(code, message)
@@ -250,4 +250,4 @@ async def _deny(scope: dict[str, Any], send: Any, status: int, code: str, messag
         await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
-        await send({"type": "websocket.close", "code": 4001 if status == 401 else 1013})
+        await send({"type": "websocket.close", "code": 4001 if status == 401 else 1013 if status == 503 else 4029})

@@ -205,7 +205,6 @@ class LeanWebSocket(asyncio.Protocol):
             self.abort()
 
 
-
 def _offered(subprotocol: str) -> Callable[[ServerProtocol, Any], Subprotocol | None]:
     """Selects ``subprotocol`` when the peer offers it, none otherwise (the peer is still served)."""
 

@@ -10,6 +10,7 @@ from typing import Any
 import msgpack
 import orjson
 import pytest
+from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from hub.fanout import endpoint
@@ -108,16 +109,20 @@ def test_first_message_auth_ping_and_errors(client: HubClient, tenant: Tenant) -
         assert ask(ws, {"op": "subscribe", "id": 5, "channel": "alerts"})["type"] == "reply"
         assert ask(ws, {"op": "subscribe", "id": 6, "channel": "alerts"})["error"]["code"] == "already_subscribed"
         assert ask(ws, {"op": "unsubscribe", "id": 7, "channel": "alerts"})["type"] == "reply"
-        two = {"op": "subscribe", "id": 8, "channel": "devices/boiler-7/#", "last": 5}
+        plain = {"offset": "1-0", "epoch": "x"}  # a channel of several streams resumes from a composite position
+        two = {"op": "subscribe", "id": 8, "channel": "devices/boiler-7/#", "since": plain}
         assert ask(ws, two)["error"]["code"] == "invalid_request"
+        one = {"op": "subscribe", "id": 9, "channel": "alerts", "since": {"offset": "alerts=1-0", "epoch": "x"}}
+        assert ask(ws, one)["error"]["code"] == "invalid_request"
 
 
 def test_bad_credentials_are_refused(client: HubClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
     key = device_key(client, tenant)
     for token in ("sk_live_nope", "not-a-jwt", key):
-        with pytest.raises(WebSocketDisconnect) as refused, dashboard(client, token):
+        with pytest.raises(WebSocketDenialResponse) as refused, dashboard(client, token):
             pass
-        assert refused.value.code == endpoint.UNAUTHENTICATED
+        assert refused.value.status_code == 401
+        assert refused.value.json()["error"]["code"] == "unauthenticated"
     monkeypatch.setattr(endpoint, "AUTH_TIMEOUT_S", 0.2)
     with dashboard(client, None) as ws, pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_text()
@@ -162,3 +167,70 @@ def test_resume_with_since_has_no_gap_and_no_duplicate(client: HubClient, tenant
         assert last["type"] == "reply"
         reply = ask(ws, {"op": "subscribe", "id": 5, "channel": channel, "last": 3})
         assert numbers(ws, 3) == [28, 29, 30]
+
+
+def label(channel: str) -> str:
+    """A message's part of a composite position: the channel's levels after the device id."""
+    return "/".join(channel.split("/")[2:]) if channel.startswith("devices/") else channel
+
+
+def parts(position: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in position.split(","))
+
+
+def until_numbers(ws: Any, wanted: list[int], seen: list[dict[str, Any]]) -> None:
+    """Read messages of every channel (kept in ``seen``) until the telemetry numbers ``wanted`` have come."""
+    got: list[int] = []
+    while got != wanted:
+        message = next_message(ws)
+        assert message["type"] == "message", message
+        seen.append(message)
+        if message["channel"].endswith("/telemetry"):
+            got.append(int(message["data"]["metrics"]["n"]))
+            assert got == wanted[: len(got)], got
+
+
+def test_a_channel_of_several_streams_resumes_from_its_composite_position(
+    client: HubClient, tenant: Tenant, sync_redis: Any
+) -> None:
+    """``devices/x/#`` reads x's telemetry, aggregates, events and commands streams: the reply's offset and
+    epoch name a position in each; moved on per message and sent back as ``since``, nothing is missed twice
+    or at all, whatever the channel."""
+    key = device_key(client, tenant)
+    channel = "devices/boiler-7/#"
+    seen: list[dict[str, Any]] = []
+    with dashboard(client, tenant.admin_token) as ws:
+        reply = ask(ws, {"op": "subscribe", "id": 1, "channel": channel})["result"]
+        offsets, epochs = parts(reply["offset"]), parts(reply["epoch"])
+        assert {"telemetry", "events", "commands", "aggregates/1s"} <= set(offsets) and set(epochs) == set(offsets)
+        stream(client, key, 1, 10)
+        until_numbers(ws, list(range(1, 11)), seen)
+    for message in seen:
+        offsets[label(message["channel"])] = message["offset"]
+        assert message["epoch"] == epochs[label(message["channel"])]
+    before = len(seen)
+    stream(client, key, 11, 25)  # away: telemetry, device.online / device.offline, maybe closed windows
+    since = {"offset": ",".join(f"{k}={v}" for k, v in offsets.items()), "epoch": reply["epoch"]}
+    with dashboard(client, tenant.admin_token) as ws:
+        resumed = ask(ws, {"op": "subscribe", "id": 2, "channel": channel, "since": since})["result"]
+        assert resumed["recovered"] is True and resumed["epoch"] == reply["epoch"]
+        until_numbers(ws, list(range(11, 26)), seen)
+        stream(client, key, 26, 27)
+        until_numbers(ws, [26, 27], seen)
+        events = [m for m in seen if m["channel"].endswith("/events")]
+        stored = sync_redis.xrange(f"th:{{{tenant.org_id}}}:events:boiler-7")
+        while len(events) < len(stored):  # the last device.offline may come after the last frame
+            message = next_message(ws)
+            seen.append(message)
+            events += [message] if message["channel"].endswith("/events") else []
+    assert [m["offset"] for m in events] == [entry_id for entry_id, _ in stored]
+    assert [m["data"]["type"] for m in events[:2]] == ["device.online", "device.offline"]
+    offsets_seen = [(m["channel"], m["offset"]) for m in seen]
+    assert len(offsets_seen) == len(set(offsets_seen)), "a message came twice"
+    assert len(seen) > before
+
+    with dashboard(client, tenant.admin_token) as ws:
+        ask(ws, {"op": "subscribe", "id": 3, "channel": channel, "last": 4})
+        last = [next_message(ws) for _ in range(4)]
+    newest = sorted(offsets_seen, key=lambda item: tuple(map(int, item[1].split("-"))))[-4:]
+    assert [(m["channel"], m["offset"]) for m in last] == newest

@@ -1,14 +1,22 @@
 """The Broker (ARCHITECTURE.md, roles): the only fan-out code that talks to Redis Streams.
 
-Offsets are stream ids (``<ms>-<n>``). A stream's epoch is a random name kept in the organization's
-``epochs`` hash (``th:{org}:epochs``, field: the stream key), made the first time anyone asks: if the stream
-and the hash are lost together (a Redis without persistence restarted, a flush), the next epoch differs,
-and a client resuming with the old one is told ``recovered: false``.
+Offsets are stream ids (``<ms>-<n>``). A stream's epoch is a name kept in the organization's ``epochs`` hash
+(``th:{org}:epochs``, field: the stream key), made the first time anyone asks: ``<ms>.<random>``, the time it
+was made and a random part. If the stream and the hash are lost together (a Redis without persistence
+restarted, a flush), the next epoch differs, and a client resuming with the old one is told
+``recovered: false``.
+
+Whether history still reaches back to an offset: streams are trimmed by age (``MINID``: entries older than
+the retention go), so the entries after an offset are all there when the oldest entry is at or before it, or
+when nothing after it can be old enough to have been trimmed: neither the offset's time nor the epoch's
+(a subscription to an empty stream has offset ``0-0``; whatever came later came after the epoch was made)
+is older than the retention.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 from hub.fanout.channels import Source
@@ -39,9 +47,20 @@ class StreamBroker:
 
     async def epoch(self, source: Source) -> str:
         key = f"{PREFIX}:{{{source.org_id}}}:epochs"
-        await self.redis.hsetnx(key, source.key, secrets.token_hex(6))
+        await self.redis.hsetnx(key, source.key, f"{time.time_ns() // 1_000_000}.{secrets.token_hex(4)}")
         value: bytes = await self.redis.hget(key, source.key)
         return value.decode()
+
+    async def reaches_back(self, key: str, offset: str, epoch: str, retention_ms: int | None) -> bool:
+        """Whether every entry after ``offset`` (an offset of ``epoch``) is still in the stream."""
+        oldest = await self.oldest(key)
+        if oldest is None or offset_key(oldest) <= offset_key(offset):
+            return True
+        if retention_ms is None:
+            return False
+        made, _, _ = epoch.partition(".")
+        since_ms = max(offset_key(offset)[0], int(made) if made.isdigit() else 0)
+        return since_ms >= time.time_ns() // 1_000_000 - retention_ms
 
     async def newest(self, key: str) -> str:
         """The newest entry's id, ``0-0`` for an empty stream."""

@@ -125,6 +125,12 @@ class Source:
     resolution: str | None = None
 
     @property
+    def label(self) -> str:
+        """The stream's name inside one subscription: its kind, ``aggregates/<resolution>`` for aggregates
+        (a channel's levels after the device id; ``alerts`` for alerts). Composite offsets use it."""
+        return f"aggregates/{self.resolution}" if self.kind == "aggregates" else self.kind
+
+    @property
     def key(self) -> str:
         """The Redis stream key. A device's telemetry is its frames stream (other frame kinds are skipped)."""
         org, device, kind = self.org_id, self.device_id, self.kind

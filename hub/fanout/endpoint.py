@@ -1,103 +1,152 @@
-"""``GET /api/v1/ws``: the dashboard WebSocket (API.md §5), and the process's fan-out (Hub, Node, Broker).
+"""``GET /api/v1/ws`` over ASGI: the dashboard WebSocket (API.md §5) for any ASGI server and the in-process tests.
 
-Authentication: ``Authorization: Bearer <jwt|sk_live_…>`` at the handshake (refused with 403 when invalid),
-or, for browsers, a first message ``{"op": "auth", "token": "…"}`` within 5 s (else close 4001). Device keys
-may not subscribe. JSON text frames by default; MessagePack binary frames with subprotocol
-``telehub.v1.msgpack``.
+``telehub serve`` takes these connections on the lean path instead (``hub.fanout.connection``); both
+authenticate and run sessions through the process's ``Fanout``, so they behave the same. Authentication:
+``Authorization: Bearer <jwt|sk_live_…>`` at the handshake (refused with 401 and the contract's error envelope
+when invalid; 429 ``too_many_connections`` over the limit per credential), or a first message
+``{"op": "auth", "token": "…"}`` within 5 s (else close 4001). Device keys may not subscribe.
+JSON text frames by default; MessagePack binary frames with subprotocol ``telehub.v1.msgpack``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hub.auth.authenticator import Authenticator, bearer_token
+from hub.auth.authenticator import bearer_token
 from hub.auth.principal import Principal
-from hub.errors import Unauthenticated
-from hub.fanout.broker import StreamBroker
-from hub.fanout.node import Node
-from hub.fanout.registry import Encoding, Hub
-from hub.fanout.session import DashboardSession, OpError, SessionLimits, decode_op
+from hub.fanout.limiter import Lease
+from hub.fanout.registry import Encoding, Outgoing
+from hub.fanout.service import (
+    AUTH_TIMEOUT_S,
+    GOING_AWAY,
+    MSGPACK_PROTOCOL,
+    TOO_MANY_CONNECTIONS,
+    UNAUTHENTICATED,
+    Fanout,
+    too_many,
+)
+from hub.fanout.session import SLOW_CONSUMER
+from ingest.gateway import deny_handshake
 
-__all__ = ["DashboardSocket", "Fanout"]
+__all__ = ["AsgiOutbox", "DashboardSocket"]
 
-MSGPACK_PROTOCOL = "telehub.v1.msgpack"
-AUTH_TIMEOUT_S = 5.0
-UNAUTHENTICATED = 4001
+# How long closing may wait on a client that does not read.
+CLOSE_TIMEOUT_S = 2.0
 
 
-class Fanout:
-    """One process's fan-out: the Hub of local subscriptions, the Node reading the streams they need."""
+class AsgiOutbox:
+    """A session's outbox over an ASGI WebSocket: a buffer drained by one writer task."""
 
-    def __init__(self, redis: Any, resolutions: tuple[str, ...], limits: SessionLimits | None = None) -> None:
-        self.broker = StreamBroker(redis)
-        self.node: Node
-        self.hub = Hub(resolutions=resolutions, on_source_removed=lambda source: self.node.unfollow(source))
-        self.node = Node(self.broker, self.hub)
-        self.limits = limits or SessionLimits()
+    def __init__(self, websocket: WebSocket, limit: int) -> None:
+        self.websocket = websocket
+        self.limit = limit
+        self._buffer: list[Outgoing] = []
+        self._buffered = 0
+        self._ready = asyncio.Event()
+        self._close: tuple[int, str] | None = None
 
-    def start(self) -> None:
-        self.node.start()
+    def put(self, message: Outgoing) -> bool:
+        if self._close is None:
+            self._buffer.append(message)
+            self._buffered += len(message)
+            self._ready.set()
+        return self._buffered <= self.limit
 
-    async def stop(self) -> None:
-        await self.node.stop()
+    def close(self, code: int, reason: str) -> None:
+        if self._close is None:
+            self._close = (code, reason)
+            if code == SLOW_CONSUMER:
+                self._buffer.clear()
+            self._ready.set()
+
+    async def run(self) -> None:
+        """Write until closed (then send the close frame) or until the connection fails."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            batch, self._buffer = self._buffer, []
+            for message in batch:
+                if self._close is not None and self._close[0] == SLOW_CONSUMER:
+                    break
+                self._buffered -= len(message)
+                if message.binary:
+                    await self.websocket.send_bytes(message.data)
+                else:
+                    await self.websocket.send_text(message.data.decode())
+            if self._close is not None and not self._buffer:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.websocket.close(*self._close), CLOSE_TIMEOUT_S)
+                return
 
 
 class DashboardSocket:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         websocket = WebSocket(scope, receive, send)
-        app = scope["app"]
-        fanout: Fanout = app.state.fanout
-        authenticator: Authenticator = app.state.services.authenticator
+        fanout: Fanout = scope["app"].state.fanout
         encoding: Encoding = "msgpack" if MSGPACK_PROTOCOL in scope.get("subprotocols", ()) else "json"
         token = bearer_token(websocket.headers.get("authorization"))
         principal: Principal | None = None
+        lease: Lease | None = None
+        if not fanout.accepting:
+            await deny_handshake(scope, send, 503, "unavailable", "the server is shutting down; connect again")
+            return
         if token is not None:
-            principal = await _resolve(authenticator, token)
+            principal = await fanout.principal(token)
             if principal is None:
-                await websocket.close(UNAUTHENTICATED)  # before accept: the handshake is refused (403)
+                await deny_handshake(scope, send, 401, "unauthenticated", "invalid or expired credential")
+                return
+            lease = await fanout.admit(principal)
+            if lease is None:
+                await deny_handshake(scope, send, 429, "too_many_connections", too_many(fanout))
                 return
         await websocket.accept(subprotocol=MSGPACK_PROTOCOL if encoding == "msgpack" else None)
         if principal is None:
-            principal = await _first_message_auth(websocket, authenticator)
+            principal = await _first_message_auth(websocket, fanout)
             if principal is None:
                 return
-        session = DashboardSession(
-            websocket,
-            encoding=encoding,
-            principal=principal,
-            hub=fanout.hub,
-            node=fanout.node,
-            broker=fanout.broker,
-            limits=fanout.limits,
-        )
-        if token is None:
-            session.send_auth_reply()
-        await session.run()
+            lease = await fanout.admit(principal)
+            if lease is None:
+                await websocket.close(TOO_MANY_CONNECTIONS, too_many(fanout))
+                return
+        outbox = AsgiOutbox(websocket, fanout.limits.send_buffer_bytes)
+        session = fanout.open(outbox, principal, encoding)
+        writer = asyncio.get_running_loop().create_task(outbox.run())
+        try:
+            if token is None:
+                session.send_auth_reply()
+            while not writer.done():
+                receiving = asyncio.ensure_future(websocket.receive())
+                await asyncio.wait({receiving, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    receiving.cancel()
+                    break
+                message = receiving.result()
+                if message["type"] == "websocket.disconnect":
+                    break
+                await session.handle(message.get("bytes") or message.get("text") or b"")
+        finally:
+            await fanout.end(session, lease)
+            if not writer.done():
+                outbox.close(GOING_AWAY, "")
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
 
-async def _resolve(authenticator: Authenticator, token: str) -> Principal | None:
-    try:
-        principal = await authenticator.resolve(token)
-    except Unauthenticated:
-        return None
-    return None if principal.kind == "device" else principal
-
-
-async def _first_message_auth(websocket: WebSocket, authenticator: Authenticator) -> Principal | None:
+async def _first_message_auth(websocket: WebSocket, fanout: Fanout) -> Principal | None:
     """The principal of a first ``auth`` message within AUTH_TIMEOUT_S; None (connection closed) otherwise."""
     try:
         message = await asyncio.wait_for(websocket.receive(), AUTH_TIMEOUT_S)
-        if message["type"] == "websocket.disconnect":
-            return None
-        op = decode_op(message.get("bytes") or message.get("text") or b"")
-    except (TimeoutError, OpError, WebSocketDisconnect):
-        await websocket.close(UNAUTHENTICATED, "authenticate first: {op: auth, token} within 5 s")
+    except (TimeoutError, WebSocketDisconnect):
+        message = {"type": "timeout"}
+    if message["type"] == "websocket.disconnect":
         return None
-    token = op.get("token")
-    principal = await _resolve(authenticator, token) if op.get("op") == "auth" and isinstance(token, str) else None
+    principal = None
+    if message["type"] == "websocket.receive":
+        principal = await fanout.first_message_principal(message.get("bytes") or message.get("text") or b"")
     if principal is None:
-        await websocket.close(UNAUTHENTICATED, "invalid credential")
+        await websocket.close(UNAUTHENTICATED, "authenticate first: {op: auth, token} within 5 s")
     return principal

@@ -18,6 +18,7 @@ client session's, which buffers (bounded) and never blocks.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
@@ -29,7 +30,7 @@ from aggregation import DEFAULT_RESOLUTIONS_MS
 from hub.fanout.channels import Pattern, Source
 from ingest.aggregates import resolution_label
 
-__all__ = ["Encoding", "Hub", "Subscriber", "encode_json", "encode_msgpack"]
+__all__ = ["Encoding", "Hub", "Outgoing", "Subscriber", "encode_json", "encode_msgpack", "websocket_frame"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,47 @@ Encoding = Literal["json", "msgpack"]
 SourceCallback = Callable[[Source], None]
 DEFAULT_RESOLUTIONS = tuple(resolution_label(width) for width in DEFAULT_RESOLUTIONS_MS)
 _packer = msgpack.Packer(use_bin_type=True)
+
+
+def websocket_frame(payload: bytes, binary: bool) -> bytes:
+    """``payload`` as one unmasked, unfragmented server-to-client WebSocket frame (RFC 6455 §5.2)."""
+    first = 0x82 if binary else 0x81
+    size = len(payload)
+    if size < 126:
+        header = bytes((first, size))
+    elif size < 65_536:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + payload
+
+
+class Outgoing:
+    """One message in one encoding, shared by all its receivers: the payload (a text frame's UTF-8 bytes for
+    JSON, a binary frame's for MessagePack) and, made on first use and then reused, the whole WebSocket frame
+    that connections on the lean path write as it is."""
+
+    __slots__ = ("_frame", "binary", "data")
+
+    def __init__(self, data: bytes, binary: bool) -> None:
+        self.data = data
+        self.binary = binary
+        self._frame: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = websocket_frame(self.data, self.binary)
+        return self._frame
+
+    @classmethod
+    def encode(cls, message: dict[str, Any], encoding: Encoding) -> Outgoing:
+        if encoding == "msgpack":
+            return cls(encode_msgpack(message), True)
+        return cls(encode_json(message), False)
 
 
 class Subscriber(Protocol):
@@ -49,7 +91,7 @@ class Subscriber(Protocol):
     @property
     def encoding(self) -> Encoding: ...
 
-    def send(self, payload: bytes, source: Source, offset: str) -> None:
+    def send(self, payload: Outgoing, source: Source, offset: str) -> None:
         """Queue ``payload``, the message at ``offset`` of ``source`` (a session resuming a subscription
         uses them to leave out what its replay already sent)."""
 
@@ -164,16 +206,16 @@ class Hub:
             return 0
         receivers = tuple(scope.receivers(channel))  # a copy: send may unsubscribe (a slow consumer closing)
         message = {"type": "message", "channel": channel, "offset": offset, "epoch": epoch, "data": data}
-        as_json: bytes | None = None
-        as_msgpack: bytes | None = None
+        as_json: Outgoing | None = None
+        as_msgpack: Outgoing | None = None
         for subscriber in receivers:
             if subscriber.encoding == "msgpack":
                 if as_msgpack is None:
-                    as_msgpack = encode_msgpack(message)
+                    as_msgpack = Outgoing(encode_msgpack(message), True)
                 payload = as_msgpack
             else:
                 if as_json is None:
-                    as_json = encode_json(message)
+                    as_json = Outgoing(encode_json(message), False)
                 payload = as_json
             try:
                 subscriber.send(payload, source, offset)

@@ -10,7 +10,7 @@ import pytest
 
 from hub.fanout import registry
 from hub.fanout.channels import Kind, Source, parse_pattern
-from hub.fanout.registry import Encoding, Hub
+from hub.fanout.registry import Encoding, Hub, Outgoing
 
 RESOLUTIONS = ("1s", "1m", "1h")
 
@@ -21,14 +21,14 @@ class Dashboard:
     def __init__(self, name: str, encoding: Encoding = "json") -> None:
         self.name = name
         self.encoding: Encoding = encoding
-        self.sent: list[bytes] = []
+        self.sent: list[Outgoing] = []
 
-    def send(self, payload: bytes, source: Source, offset: str) -> None:
+    def send(self, payload: Outgoing, source: Source, offset: str) -> None:
         self.sent.append(payload)
 
     def messages(self) -> list[dict[str, Any]]:
         decode = msgpack.unpackb if self.encoding == "msgpack" else orjson.loads
-        return [decode(payload) for payload in self.sent]
+        return [decode(payload.data) for payload in self.sent]
 
     def channels(self) -> list[str]:
         return [message["channel"] for message in self.messages()]
@@ -64,7 +64,7 @@ def test_message_shape_in_both_encodings() -> None:
     assert hub.deliver(Source("org_a", "telemetry", "b7"), "devices/b7/telemetry", "5-0", "e1", data) == 2
     expected = {"type": "message", "channel": "devices/b7/telemetry", "offset": "5-0", "epoch": "e1", "data": data}
     assert text.messages() == binary.messages() == [expected]
-    assert text.sent[0] == orjson.dumps(expected)
+    assert text.sent[0].data == orjson.dumps(expected) and not text.sent[0].binary
 
 
 def test_exact_and_wildcard_subscribers_get_the_stream_they_read() -> None:
@@ -142,7 +142,7 @@ def test_each_encoding_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
         subscribe(hub, dashboard, "org_a", "devices/+/telemetry" if i % 2 else "#")
     assert publish(hub, "org_a", None, "telemetry", "devices/b7/telemetry") == 100
     assert calls == {"json": 1, "msgpack": 1}
-    assert len({id(d.sent[0]) for d in texts}) == 1  # the very same bytes object to every receiver
+    assert len({id(d.sent[0]) for d in texts}) == 1  # the very same encoding to every receiver
     assert len({id(d.sent[0]) for d in binaries}) == 1
 
 
@@ -205,7 +205,7 @@ def test_a_subscriber_may_leave_while_being_sent_to() -> None:
     hub = Hub()
 
     class Leaving(Dashboard):
-        def send(self, payload: bytes, source: Source, offset: str) -> None:
+        def send(self, payload: Outgoing, source: Source, offset: str) -> None:
             super().send(payload, source, offset)
             hub.remove(self)
 
@@ -221,7 +221,7 @@ def test_a_failing_subscriber_does_not_cost_the_others(caplog: pytest.LogCapture
     hub = Hub()
 
     class Broken(Dashboard):
-        def send(self, payload: bytes, source: Source, offset: str) -> None:
+        def send(self, payload: Outgoing, source: Source, offset: str) -> None:
             raise RuntimeError("bug")
 
     broken, fine = Broken("x"), Dashboard("ok")
@@ -230,3 +230,23 @@ def test_a_failing_subscriber_does_not_cost_the_others(caplog: pytest.LogCapture
     assert publish(hub, "org_a", None, "alerts", "alerts") == 2
     assert len(fine.sent) == 1
     assert "sending to a subscriber failed" in caplog.text
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65_535, 65_536, 70_000])
+@pytest.mark.parametrize("binary", [True, False])
+def test_the_framed_message_is_what_a_websocket_client_reads(size: int, binary: bool) -> None:
+    """Lean connections write ``Outgoing.frame`` as it is: websockets' own client parser must read it back."""
+    from websockets.client import ClientProtocol
+    from websockets.frames import Frame, Opcode
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256) if binary else b"x" * size
+    outgoing = Outgoing(data, binary)
+    assert outgoing.frame is outgoing.frame  # made once
+    client = ClientProtocol(parse_uri("ws://localhost/"), max_size=None, state=State.OPEN)
+    client.receive_data(outgoing.frame)
+    [frame] = client.events_received()
+    assert isinstance(frame, Frame)
+    assert frame.opcode is (Opcode.BINARY if binary else Opcode.TEXT)
+    assert frame.fin and frame.data == data
