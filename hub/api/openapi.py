@@ -56,7 +56,17 @@ INFO_DESCRIPTION = (
     "every response carries `X-Request-ID`.\n\n"
     "**Rate limits** apply per credential (per IP when unauthenticated); responses carry `X-RateLimit-Limit`, "
     "`X-RateLimit-Remaining` and `X-RateLimit-Reset`; over the limit: 429 `rate_limited` with `Retry-After`.\n\n"
-    '**Lists** take `limit` and `offset` and answer `{"data": [...], "meta": {"total", "limit", "offset"}}`.'
+    '**Lists** take `limit` and `offset` and answer `{"data": [...], "meta": {"total", "limit", "offset"}}`.\n\n'
+    "**WebSockets** (not HTTP operations, so not listed below): devices stream frames to `GET /api/v1/ws/device` "
+    "(device key; subprotocol `telehub.v1`; MessagePack or JSON frames acked once stored). Dashboards subscribe "
+    "at `GET /api/v1/ws` (user JWT or API key in `Authorization`, or a first message "
+    '`{"op": "auth", "token"}` within 5 s; JSON text frames, or MessagePack with subprotocol '
+    "`telehub.v1.msgpack`): ops `subscribe` (`channel` with MQTT wildcards `+` and `#`, optional `since` "
+    "`{offset, epoch}` or `last: N`), `unsubscribe`, `ping`; channels `devices/{id}/telemetry`, "
+    "`devices/{id}/aggregates/{resolution}`, `devices/{id}/events`, `devices/{id}/commands`, `alerts`. "
+    "Refused handshakes answer 401 `unauthenticated`, 429 `too_many_connections` or 503 `unavailable` in the "
+    "error envelope; close codes: 4001 unauthenticated, 4008 slow consumer, 4029 too many connections, "
+    "1012 server restart. The project README documents both protocols in full."
 )
 
 HEADERS: dict[str, Schema] = {
