@@ -70,6 +70,7 @@ def create_app(config: HubConfig) -> Starlette:
             await ingest.start()
             fanout = app.state.fanout = Fanout.from_config(config, ingest.frames_redis, services.authenticator)
             fanout.start()
+            ingest.control_listeners.append(fanout.on_control)
             forget_drains = [on_drain(ingest.drain), on_drain(fanout.drain)]
             try:
                 # Lifespan state: uvicorn hands it to hub.websocket_dispatch, which serves the lean paths from it.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -61,6 +62,8 @@ class DeviceIngest:
             settings=GatewaySettings(limits=self.limits),
         )
         self._control: asyncio.Task[None] | None = None
+        # Others on this process that act on control messages (the dashboard fan-out).
+        self.control_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._drained = False
 
     async def authenticate(self, token: str) -> DeviceIdentity | None:
@@ -115,6 +118,8 @@ class DeviceIngest:
             return
         if isinstance(message, dict):
             self.gateway.on_control(message)
+            for listener in self.control_listeners:
+                listener(message)
 
 
 def aggregation_policy(config: HubConfig) -> AggregationPolicy | None:

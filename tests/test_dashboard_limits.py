@@ -106,3 +106,22 @@ def test_draining_closes_every_dashboard_with_1012(client: HubClient) -> None:
         pass
     assert refused.value.status_code == 503
     assert fanout.hub.sources() == frozenset()  # its subscriptions are gone with it
+
+
+def test_a_deleted_api_key_or_user_loses_its_dashboards(client: HubClient) -> None:
+    tenant = client.new_tenant()
+    made = client.post("/api-keys", json={"name": "wall", "role": "viewer"}, headers=tenant.admin).json()
+    user = {"email": "viewer@acme.example", "password": "correct-horse-battery", "role": "viewer"}
+    user_id = client.post("/users", json=user, headers=tenant.admin).json()["id"]
+    token = client.post("/auth/login", json={"email": user["email"], "password": user["password"]}).json()["token"]
+    for credential, path in ((made["key"], f"/api-keys/{made['id']}"), (token, f"/users/{user_id}")):
+        with (
+            client.http.websocket_connect(DASHBOARD, headers=bearer(credential)) as ws,
+            client.http.websocket_connect(DASHBOARD, headers=tenant.admin) as admin,
+        ):
+            ask(ws, {"op": "subscribe", "id": 1, "channel": "alerts"})
+            assert client.delete(path, headers=tenant.admin).status_code == 204
+            with pytest.raises(WebSocketDisconnect) as closed:
+                next_message(ws)
+            assert closed.value.code == 4001
+            assert ask(admin, {"op": "ping", "id": 2}) == {"type": "pong", "id": 2}  # nobody else's

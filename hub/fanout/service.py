@@ -105,6 +105,15 @@ class Fanout:
         for session in list(self.sessions):
             session.close(GOING_AWAY, "server shutting down; reconnect and resubscribe with since")
 
+    def on_control(self, message: dict[str, Any]) -> None:
+        """A control message from any process: a deleted user's or API key's dashboards close with 4001."""
+        if message.get("type") != "credential_revoked":
+            return
+        for session in list(self.sessions):
+            principal = session.principal
+            if (principal.kind, principal.id, principal.org_id) == (message["kind"], message["id"], message["org_id"]):
+                session.close(UNAUTHENTICATED, "credential revoked")
+
     def retention_of(self, source: Source) -> int | None:
         """How long ``source``'s stream keeps entries (None: not known here)."""
         if source.kind == "telemetry":

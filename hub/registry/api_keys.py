@@ -10,7 +10,7 @@ from hub.auth.secrets import key_digest, new_id, new_secret
 from hub.clock import now_ms
 from hub.errors import NotFound
 from hub.redis_client import StrRedis
-from hub.registry.records import iso_field, page_records
+from hub.registry.records import announce_credential_revoked, iso_field, page_records
 
 __all__ = ["API_KEY_PREFIX", "ApiKeys"]
 
@@ -64,6 +64,7 @@ class ApiKeys:
             pipe.delete(keys.api_key(org_id, key_id))
             pipe.zrem(keys.api_keys(org_id), key_id)
             await pipe.execute()
+        await announce_credential_revoked(self.redis, "api_key", org_id, key_id)
 
     async def resolve(self, secret: str) -> Principal | None:
         record = await self.redis.hgetall(keys.api_key_by_digest(key_digest(secret)))

@@ -1,13 +1,16 @@
-"""Helpers shared by the stores: reading Redis hashes back into API records."""
+"""Helpers shared by the stores: reading Redis hashes back into API records, and announcing revocations."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+
+from hub import keys
 from hub.clock import iso_ms
 
-__all__ = ["iso_field", "page_ids", "page_records"]
+__all__ = ["announce_credential_revoked", "iso_field", "page_ids", "page_records"]
 
 
 def iso_field(record: Mapping[str, str], name: str) -> str | None:
@@ -35,3 +38,9 @@ async def page_ids(redis: Any, index: str, *, limit: int, offset: int) -> tuple[
         pipe.zcard(index)
         ids, total = await pipe.execute()
     return list(ids), int(total)
+
+
+async def announce_credential_revoked(redis: Any, kind: str, org_id: str, credential_id: str) -> None:
+    """Tell every process that a user or API key is gone: their dashboard connections close (4001)."""
+    message = {"type": "credential_revoked", "kind": kind, "org_id": org_id, "id": credential_id}
+    await redis.publish(keys.CONTROL_CHANNEL, orjson.dumps(message))

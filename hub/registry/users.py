@@ -13,7 +13,7 @@ from hub.auth.secrets import dummy_password_hash, hash_password, new_id, verify_
 from hub.clock import now_ms
 from hub.errors import Conflict, NotFound, ValidationFailed
 from hub.redis_client import StrRedis
-from hub.registry.records import iso_field, page_records
+from hub.registry.records import announce_credential_revoked, iso_field, page_records
 
 __all__ = ["EMAIL_PATTERN", "Users", "check_password"]
 
@@ -97,6 +97,7 @@ class Users:
             pipe.zrem(keys.users(org_id), user_id)
             await pipe.execute()
         await self.redis.delete(keys.email_index(record["email"]))
+        await announce_credential_revoked(self.redis, "user", org_id, user_id)
 
 
 def _public(record: dict[str, str]) -> dict[str, Any]:
