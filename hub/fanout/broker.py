@@ -40,10 +40,18 @@ def _entries(raw: list[tuple[bytes, Fields]]) -> list[Entry]:
     return [(entry_id.decode(), fields) for entry_id, fields in raw]
 
 
+# KEYS[1] a stream; ARGV: after (exclusive), up to (inclusive), limit. How many entries lie between, counted
+# up to limit + 1 in Redis, so that nothing but a number crosses the network.
+_COUNT_BETWEEN = """
+return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]) + 1)
+"""
+
+
 class StreamBroker:
     def __init__(self, redis: Any) -> None:
         # A client with decode_responses=False: frames are bytes.
         self.redis = redis
+        self._count_between = redis.register_script(_COUNT_BETWEEN)
 
     async def epoch(self, source: Source) -> str:
         key = f"{PREFIX}:{{{source.org_id}}}:epochs"
@@ -71,13 +79,21 @@ class StreamBroker:
         found = await self.redis.xrange(key, count=1)
         return found[0][0].decode() if found else None
 
-    async def after(self, key: str, offset: str, count: int) -> list[Entry]:
-        """Up to ``count`` entries after ``offset``, oldest first."""
-        return _entries(await self.redis.xrange(key, min="(" + offset, max="+", count=count))
+    async def after(self, key: str, offset: str, count: int, *, upto: str = "+") -> list[Entry]:
+        """Up to ``count`` entries after ``offset`` (and at or before ``upto``), oldest first."""
+        return _entries(await self.redis.xrange(key, min="(" + offset, max=upto, count=count))
 
-    async def last(self, key: str, count: int) -> list[Entry]:
-        """The newest ``count`` entries, oldest first."""
-        return _entries(await self.redis.xrevrange(key, count=count))[::-1]
+    async def count_between(self, key: str, offset: str, upto: str, limit: int) -> int:
+        """The number of entries after ``offset`` and at or before ``upto`` when more than ``limit`` (then
+        ``limit + 1``); 0 when the stream holds no more than ``limit`` in all (the exact count is not needed)."""
+        if await self.redis.xlen(key) <= limit:  # the common case, without reading the entries
+            return 0
+        found: int = await self._count_between(keys=[key], args=[offset, upto, limit])
+        return found
+
+    async def last(self, key: str, count: int, *, upto: str = "+") -> list[Entry]:
+        """The newest ``count`` entries (at or before ``upto``), oldest first."""
+        return _entries(await self.redis.xrevrange(key, max=upto, count=count))[::-1]
 
     async def entry(self, key: str, entry_id: str) -> Fields | None:
         found = await self.redis.xrange(key, min=entry_id, max=entry_id, count=1)

@@ -72,7 +72,15 @@ class DashboardConnection(LeanWebSocket):
         if not self._write_scheduled:
             self._write_scheduled = True
             self.loop.call_soon(self._write)
+        if self._pending_bytes + self._backlog <= self.limit:
+            return True
+        self._backlog = self.transport.get_write_buffer_size() if self.transport is not None else 0
         return self._pending_bytes + self._backlog <= self.limit
+
+    async def room(self) -> None:
+        self._write()
+        if not self.writable.is_set():  # the transport is over its high-water mark: wait for the low one
+            await self.writable.wait()
 
     def _write(self) -> None:
         self._write_scheduled = False

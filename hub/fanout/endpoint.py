@@ -47,6 +47,7 @@ class AsgiOutbox:
         self._buffer: list[Outgoing] = []
         self._buffered = 0
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
         self._close: tuple[int, str] | None = None
 
     def put(self, message: Outgoing) -> bool:
@@ -63,8 +64,20 @@ class AsgiOutbox:
                 self._buffer.clear()
             self._ready.set()
 
+    async def room(self) -> None:
+        while self._buffered > self.limit // 4 and self._close is None:
+            self._drained.clear()
+            await self._drained.wait()
+
     async def run(self) -> None:
         """Write until closed (then send the close frame) or until the connection fails."""
+        try:
+            await self._write()
+        finally:
+            self._close = self._close or (1006, "")
+            self._drained.set()
+
+    async def _write(self) -> None:
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -77,7 +90,10 @@ class AsgiOutbox:
                     await self.websocket.send_bytes(message.data)
                 else:
                     await self.websocket.send_text(message.data.decode())
+                if self._buffered <= self.limit // 4:
+                    self._drained.set()
             if self._close is not None and not self._buffer:
+                self._drained.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.websocket.close(*self._close), CLOSE_TIMEOUT_S)
                 return

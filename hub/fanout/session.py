@@ -6,9 +6,10 @@ with 4008 ``slow_consumer`` and its subscriptions removed; nobody else notices. 
 is the outbox's: the lean connection writes WebSocket frames to the transport, the ASGI one has a writer task.
 
 Subscribing is free of gaps and duplicates: the subscription is registered first while live messages for
-this session are held back; then each stream's position is read (``since``: the entries after the given
-offsets, ``last``: the newest N, neither: its newest id), the reply and the replayed messages are queued, and
-the held messages are let through, leaving out those at or before the position already covered.
+this session are held back; then each stream's newest id is read (the position covered), the reply is
+queued, then the replay (``since``: the entries after the given offsets up to that position, in chunks paced
+by the client's reading; ``last``: the newest N up to it), and the held messages are let through, leaving out
+those at or before the position covered.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ REPLAY_CHUNK = 1000
 class SessionLimits:
     send_buffer_bytes: int = 1 << 20
     max_subscriptions: int = 100
-    # Bytes of one client message, and entries one subscribe may replay (more: recovered false).
+    # Bytes of one client message, and entries one subscribe may replay per stream (more: recovered false).
     max_message_bytes: int = 16_384
     max_replay: int = 10_000
     max_last: int = 1_000
@@ -49,6 +50,9 @@ class Outbox(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """End the connection: after what is queued, or, for a slow consumer, without it."""
+
+    async def room(self) -> None:
+        """Wait until most of what is queued has gone to the client (or the connection is closed)."""
 
 
 # A stream's retention in ms (None: unknown), to tell whether its history still reaches an offset.
@@ -157,6 +161,8 @@ class DashboardSession:
         if self.close_code is not None:
             return
         self._held, self._held_bytes = [], 0
+        # Per stream: the newest entry when live messages began to be held. Replays end there; held
+        # messages after it are let through.
         covered: dict[Source, str] = {}
         try:
             self.hub.subscribe(self, org_id, pattern)
@@ -164,18 +170,22 @@ class DashboardSession:
                 covered[source] = await self.broker.newest(source.key)
                 self.node.follow(source, covered[source])
             epochs = {source: await self.node.epoch(source) for source in sources}
-            replay, recovered = await self._history(sources, epochs, resume)
-            for source, (entry_id, _) in replay:
-                covered[source] = max(covered[source], entry_id, key=offset_key)
             label = _labeller(sources)
+            starts = await self._replay_starts(sources, epochs, covered, resume) if resume.since else None
             result = {
                 "channel": pattern.text,
                 "epoch": compose({label(s): epochs[s] for s in sources}),
                 "offset": compose({label(s): covered[s] for s in sources}),
-                "recovered": recovered,
+                "recovered": starts is not None or bool(resume.last),
             }
             self._reply({"type": "reply", "id": op_id, "result": result})
-            await self._replay(pattern, epochs, replay)
+            if resume.last:
+                newest = [
+                    [(s, e) for e in await self.broker.last(s.key, resume.last, upto=covered[s])] for s in sources
+                ]
+                await self._replay(pattern, epochs, _merged(newest)[-resume.last :])
+            for source, offset in (starts or {}).items():
+                await self._replay_stream(pattern, epochs, source, offset, covered[source])
         except BaseException:
             self.hub.unsubscribe(self, org_id, pattern)
             raise
@@ -185,41 +195,40 @@ class DashboardSession:
             if offset_key(offset) > offset_key(covered.get(source, "0-0")):
                 self._queue(payload)
 
-    async def _history(
-        self, sources: list[Source], epochs: dict[Source, str], resume: Resume
-    ) -> tuple[list[tuple[Source, Entry]], bool]:
-        """The entries to replay, oldest first, and whether the history asked for is all there."""
-        if resume.last:
-            newest = [[(source, e) for e in await self.broker.last(source.key, resume.last)] for source in sources]
-            return _merged(newest)[-resume.last :], True
-        if resume.since is None:
-            return [], False
+    async def _replay_starts(
+        self, sources: list[Source], epochs: dict[Source, str], covered: dict[Source, str], resume: Resume
+    ) -> dict[Source, str] | None:
+        """Per stream, the offset to replay after; None when the history asked for is not all there (another
+        epoch, trimmed, or more than ``max_replay`` entries in one stream)."""
+        assert resume.since is not None
         label = _labeller(sources)
-        budget = self.limits.max_replay
-        found: list[list[tuple[Source, Entry]]] = []
+        limit = self.limits.max_replay
+        starts: dict[Source, str] = {}
         for source in sources:
             position = resume.since.get(label(source))
             if position is None or position[1] != epochs[source]:
-                return [], False
-            entries = await self._after(source, position, budget)
-            if entries is None:
-                return [], False
-            budget -= len(entries)
-            found.append([(source, entry) for entry in entries])
-        return _merged(found), True
+                return None
+            offset = position[0]
+            if not await self.broker.reaches_back(source.key, offset, position[1], self.retention(source)):
+                return None
+            if offset_key(offset) < offset_key(covered[source]):
+                if await self.broker.count_between(source.key, offset, covered[source], limit) > limit:
+                    return None
+                starts[source] = offset
+        return starts
 
-    async def _after(self, source: Source, position: tuple[str, str], budget: int) -> list[Entry] | None:
-        """The entries of ``source`` after the offset, or None when they are gone or more than ``budget``."""
-        offset, epoch = position
-        if not await self.broker.reaches_back(source.key, offset, epoch, self.retention(source)):
-            return None
-        entries: list[Entry] = []
-        while len(entries) <= budget:
-            chunk = await self.broker.after(source.key, entries[-1][0] if entries else offset, REPLAY_CHUNK)
-            entries += chunk
+    async def _replay_stream(
+        self, pattern: Pattern, epochs: dict[Source, str], source: Source, after: str, upto: str
+    ) -> None:
+        """The entries of ``source`` after ``after`` up to ``upto``, in chunks, each sent once the client has
+        taken most of the one before: a long replay never fills the send buffer by itself."""
+        while self.close_code is None:
+            chunk = await self.broker.after(source.key, after, REPLAY_CHUNK, upto=upto)
+            await self._replay(pattern, epochs, [(source, entry) for entry in chunk])
             if len(chunk) < REPLAY_CHUNK:
-                return entries if len(entries) <= budget else None
-        return None
+                return
+            after = chunk[-1][0]
+            await self.outbox.room()
 
     async def _replay(self, pattern: Pattern, epochs: dict[Source, str], entries: list[tuple[Source, Entry]]) -> None:
         for source, (entry_id, fields) in entries:
