@@ -77,6 +77,10 @@ class DashboardConnection(LeanWebSocket):
         self._backlog = self.transport.get_write_buffer_size() if self.transport is not None else 0
         return self._pending_bytes + self._backlog <= self.limit
 
+    def backlog(self) -> int:
+        transport = self.transport
+        return self._pending_bytes + (transport.get_write_buffer_size() if transport is not None else 0)
+
     async def room(self) -> None:
         self._write()
         if not self.writable.is_set():  # the transport is over its high-water mark: wait for the low one

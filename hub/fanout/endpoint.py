@@ -64,6 +64,9 @@ class AsgiOutbox:
                 self._buffer.clear()
             self._ready.set()
 
+    def backlog(self) -> int:
+        return self._buffered
+
     async def room(self) -> None:
         while self._buffered > self.limit // 4 and self._close is None:
             self._drained.clear()

@@ -51,6 +51,9 @@ class Outbox(Protocol):
     def close(self, code: int, reason: str) -> None:
         """End the connection: after what is queued, or, for a slow consumer, without it."""
 
+    def backlog(self) -> int:
+        """Bytes queued and not yet taken by the client."""
+
     async def room(self) -> None:
         """Wait until most of what is queued has gone to the client (or the connection is closed)."""
 
@@ -220,23 +223,28 @@ class DashboardSession:
     async def _replay_stream(
         self, pattern: Pattern, epochs: dict[Source, str], source: Source, after: str, upto: str
     ) -> None:
-        """The entries of ``source`` after ``after`` up to ``upto``, in chunks, each sent once the client has
-        taken most of the one before: a long replay never fills the send buffer by itself."""
+        """The entries of ``source`` after ``after`` up to ``upto``, read in chunks."""
         while self.close_code is None:
             chunk = await self.broker.after(source.key, after, REPLAY_CHUNK, upto=upto)
             await self._replay(pattern, epochs, [(source, entry) for entry in chunk])
             if len(chunk) < REPLAY_CHUNK:
                 return
             after = chunk[-1][0]
-            await self.outbox.room()
 
     async def _replay(self, pattern: Pattern, epochs: dict[Source, str], entries: list[tuple[Source, Entry]]) -> None:
+        """Queue the messages of ``entries``, waiting for the client to take what is queued whenever it passes
+        a quarter of the send buffer: a replay, however long, never fills the buffer by itself."""
+        pace = self.limits.send_buffer_bytes // 4
         for source, (entry_id, fields) in entries:
             for channel, data in await channel_messages(source, entry_id, fields, self.broker.entry):
                 if pattern.matches(channel):
                     message = {"type": "message", "channel": channel, "offset": entry_id, "epoch": epochs[source]}
                     message["data"] = data
                     self._reply(message)
+            if self.outbox.backlog() > pace:
+                await self.outbox.room()
+            if self.close_code is not None:
+                return
 
 
 def _labeller(sources: list[Source]) -> Callable[[Source], str]:
