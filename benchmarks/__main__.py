@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"workloads:\n{workloads}\n  {'aggregate-kernel':<16} in-process: telehub's window aggregation "
         "against polars and pandas (its own --help)\n"
         f"  {'query':<16} readings/aggregate latency over 7 days at 1 Hz x 10 metrics, against InfluxDB 1.6 "
-        "(its own --help)\n\n"
+        "(its own --help)\n"
+        f"  {'fanout':<16} 10 devices to 1,000 dashboards: deliveries/s at saturation, latency at half of it,\n"
+        f"  {'':<16} against the broadcast floor, Mosquitto, NATS and python-socketio (its own --help)\n\n"
         f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,8 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Workloads outside the load-generator harness (in-process, or query latency): each module has its own main.
-IN_PROCESS = {"aggregate-kernel": "benchmarks.aggregate_kernel", "query": "benchmarks.query"}
+# Workloads outside the ingest load-generator harness (in-process, query latency, fan-out): each has its own main.
+IN_PROCESS = {
+    "aggregate-kernel": "benchmarks.aggregate_kernel",
+    "query": "benchmarks.query",
+    "fanout": "benchmarks.fanout",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

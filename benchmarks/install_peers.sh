@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages of the benchmark's peers: Mosquitto 2 (ingest-rows) and InfluxDB 1.6
-# (ingest-columns). Idempotent. The benchmark starts each peer itself, on loopback, on a free port, with a
-# config in a temporary directory, so the packages' own services are kept from starting during the install.
+# Installs the Debian packages of the benchmark's peers: Mosquitto 2 (ingest-rows, fanout), InfluxDB 1.6
+# (ingest-columns, query) and NATS server 2.9 (fanout). Idempotent. The benchmark starts each peer itself, on
+# loopback, on a free port, with a config in a temporary directory, so the packages' own services are kept
+# from starting during the install.
 set -euo pipefail
-packages=(mosquitto influxdb)
+packages=(mosquitto influxdb nats-server)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

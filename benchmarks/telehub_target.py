@@ -14,7 +14,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,13 +63,15 @@ def _wait_healthy(server: ServerProcess, base_url: str) -> bool:
     raise TimeoutError(f"telehub did not become healthy within {START_TIMEOUT_S:.0f} s:\n{server.output()}")
 
 
-def _start(workdir: Path, workers: int, password: str) -> tuple[ServerProcess, int, list[str]]:
+def _start(
+    workdir: Path, workers: int, password: str, env: Mapping[str, str] | None = None
+) -> tuple[ServerProcess, int, list[str]]:
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
         command = [str(TELEHUB), "serve", "--port", str(port), "--data-dir", str(workdir / "telehub-data")]
         if workers > 1:
             command += ["--workers", str(workers)]
-        server = ServerProcess(command, log_path=workdir / "telehub.log", env=_environment(password))
+        server = ServerProcess(command, log_path=workdir / "telehub.log", env={**_environment(password), **(env or {})})
         if _wait_healthy(server, f"http://127.0.0.1:{port}"):
             return server, port, command
         output = server.output()
@@ -102,10 +104,21 @@ def _role(pid: int) -> str:
 
 
 @contextlib.contextmanager
-def started(*, devices: int, workdir: Path, workers: int = 1) -> Iterator[RunningTarget]:
-    """telehub serving on a free loopback port with ``devices`` devices made; stopped with SIGTERM on exit."""
+def started(
+    *,
+    devices: int,
+    workdir: Path,
+    workers: int = 1,
+    dashboard_role: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[RunningTarget]:
+    """telehub serving on a free loopback port with ``devices`` devices made; stopped with SIGTERM on exit.
+
+    With ``dashboard_role``, also an API key of that role for dashboards, in ``endpoint.options["dashboard_key"]``.
+    ``env``: more ``TELEHUB_*`` settings for the server (a workload's limits), over the benchmark's own.
+    """
     password = secrets.token_urlsafe(16)
-    server, port, command = _start(workdir, workers, password)
+    server, port, command = _start(workdir, workers, password, env or {})
     try:
         base_url = f"http://127.0.0.1:{port}{API}"
         limits = httpx.Limits(max_connections=PROVISION_THREADS)
@@ -115,10 +128,21 @@ def started(*, devices: int, workdir: Path, workers: int = 1) -> Iterator[Runnin
                 raise RuntimeError(f"POST /auth/login answered {login.status_code}: {login.text[:300]}")
             client.headers["Authorization"] = f"Bearer {login.json()['token']}"
             keys = _provision(client, devices)
+            options: dict[str, str] = {}
+            if dashboard_role is not None:
+                made = client.post("/api-keys", json={"name": "bench dashboards", "role": dashboard_role})
+                if made.status_code != 201:
+                    raise RuntimeError(f"POST /api-keys answered {made.status_code}: {made.text[:300]}")
+                options["dashboard_key"] = made.json()["key"]
         yield RunningTarget(
             name="telehub",
             endpoint=Endpoint(
-                protocol="telehub-ws", host="127.0.0.1", port=port, path=DEVICE_PATH, credentials=tuple(keys)
+                protocol="telehub-ws",
+                host="127.0.0.1",
+                port=port,
+                path=DEVICE_PATH,
+                credentials=tuple(keys),
+                options=options,
             ),
             server_processes=lambda: server.processes(_role),
             output=server.output,

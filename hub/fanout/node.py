@@ -29,6 +29,9 @@ __all__ = ["Node"]
 log = logging.getLogger("telehub.fanout")
 BLOCK_MS = 100
 READ_COUNT = 1000
+# Deliveries between two turns of the event loop while dispatching one read: the latency a big read adds to
+# its first messages stays within a few ms of work.
+YIELD_EVERY = 5_000
 RETRY_S = 0.5
 
 
@@ -91,6 +94,7 @@ class Node:
 
     async def _dispatch(self, source: Source, entries: list[Entry]) -> None:
         epoch = await self.epoch(source)
+        delivered = 0
         for entry_id, fields in entries:
             current = self._positions.get(source)
             if current is None:
@@ -99,7 +103,11 @@ class Node:
                 continue
             self._positions[source] = entry_id
             for channel, data in await channel_messages(source, entry_id, fields, self.broker.entry):
-                self.hub.deliver(source, channel, entry_id, epoch, data)
+                delivered += self.hub.deliver(source, channel, entry_id, epoch, data)
+            if delivered >= YIELD_EVERY:
+                # Let the connections write what they were given before the rest of a large read.
+                delivered = 0
+                await asyncio.sleep(0)
 
 
 async def channel_messages(
