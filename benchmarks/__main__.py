@@ -50,6 +50,8 @@ IN_PROCESS = {
     "aggregate-kernel": "benchmarks.aggregate_kernel",
     "query": "benchmarks.query",
     "fanout": "benchmarks.fanout",
+    "recovery": "benchmarks.recovery",
+    "connections": "benchmarks.connections",
 }
 
 
