@@ -23,7 +23,7 @@ import msgpack
 import orjson
 
 from benchmarks.fanout_clients import DASHBOARD_PATH, MSGPACK_SUBPROTOCOL
-from benchmarks.loadgen import FrameBook, LoadSession, WebSocketDevice
+from benchmarks.loadgen import CLOSE_TIMEOUT_S, OPEN_TIMEOUT_S, FrameBook, LoadSession, WebSocketDevice
 from benchmarks.wsclient import (
     OP_BINARY,
     OP_CLOSE,
@@ -39,8 +39,6 @@ from benchmarks.wsclient import (
 
 __all__ = ["CountedDevice", "Received", "RecordingDashboard", "frame_book", "open_connection"]
 
-CLOSE_TIMEOUT_S = 5.0
-OPEN_TIMEOUT_S = 30.0
 Connection = TypeVar("Connection", "RecordingDashboard", "CountedDevice")
 
 
