@@ -63,7 +63,7 @@ class HubConfig:
     max_frame_bytes: int = 1_048_576
 
     # Ingest: how often the batch of received frames is written to Redis (and acked).
-    flush_interval_ms: int = 5
+    flush_interval_ms: int = 0
 
     # Aggregation in the ingest loop: window widths (comma list of <n>s/<n>m/<n>h; empty turns it off), how
     # long each one's streams keep entries (one <n>s/m/h/d per width), and the window-closing rules.
@@ -150,7 +150,7 @@ class HubConfig:
         for name in ("dashboard_max_subscriptions", "dashboard_max_connections", "dashboard_max_replay"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
         need(1024 <= self.max_frame_bytes <= 64 * 1_048_576, "max_frame_bytes", "must be 1024 to 67108864")
-        need(1 <= self.flush_interval_ms <= 1000, "flush_interval_ms", "must be 1 to 1000")
+        need(0 <= self.flush_interval_ms <= 1000, "flush_interval_ms", "must be 0 to 1000")
         resolutions = durations_ms(self.aggregate_resolutions)
         retention = durations_ms(self.aggregate_retention)
         need(

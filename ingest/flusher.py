@@ -46,7 +46,10 @@ def _now_ms() -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class FlushPolicy:
-    interval_s: float = 0.005
+    # How long a lane's first frame waits for more before the batch is written. 0: one turn of the event loop
+    # (the frames read together); while a batch is being written the next one gathers, so batches still grow
+    # with the load (group commit) and a quiet hub acks at once.
+    interval_s: float = 0.0
     # A batch this large is flushed at once instead of waiting for the interval.
     max_batch_frames: int = 5_000
     # Independent write lanes; a device always uses the same one, so its frames stay in order.
