@@ -40,11 +40,17 @@ def _entries(raw: list[tuple[bytes, Fields]]) -> list[Entry]:
     return [(entry_id.decode(), fields) for entry_id, fields in raw]
 
 
-# KEYS[1] a stream; ARGV: after (exclusive), up to (inclusive), limit. How many entries lie between, counted
-# up to limit + 1 in Redis, so that nothing but a number crosses the network.
+# KEYS[1] a stream; ARGV: after (exclusive), up to (inclusive), at most how many. How many entries lie between
+# (up to the most) and the last one's id, counted in Redis so that nothing but a number crosses the network.
 _COUNT_BETWEEN = """
-return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]) + 1)
+local found = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))
+if #found == 0 then return {0, ARGV[1]} end
+return {#found, found[#found][1]}
 """
+# Entries counted by one call of the script: Redis runs nothing else meanwhile, so a long count is cut into
+# calls this short (about a millisecond each) and other clients' commands run between them.
+COUNT_CHUNK = 500
+WAKE_TTL_S = 60
 
 
 class StreamBroker:
@@ -88,8 +94,15 @@ class StreamBroker:
         ``limit + 1``); 0 when the stream holds no more than ``limit`` in all (the exact count is not needed)."""
         if await self.redis.xlen(key) <= limit:  # the common case, without reading the entries
             return 0
-        found: int = await self._count_between(keys=[key], args=[offset, upto, limit])
-        return found
+        counted, after = 0, offset
+        while counted <= limit:
+            chunk = min(COUNT_CHUNK, limit + 1 - counted)
+            found, last = await self._count_between(keys=[key], args=[after, upto, chunk])
+            counted += int(found)
+            if found < chunk:
+                break
+            after = last.decode() if isinstance(last, bytes) else str(last)
+        return counted
 
     async def last(self, key: str, count: int, *, upto: str = "+") -> list[Entry]:
         """The newest ``count`` entries (at or before ``upto``), oldest first."""
@@ -98,6 +111,14 @@ class StreamBroker:
     async def entry(self, key: str, entry_id: str) -> Fields | None:
         found = await self.redis.xrange(key, min=entry_id, max=entry_id, count=1)
         return found[0][1] if found else None
+
+    async def wake(self, key: str) -> None:
+        """Add an entry to a wake stream (one entry kept, gone a minute after the last): a read blocked on it
+        returns."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, {b"w": b"1"}, maxlen=1, approximate=False)
+            pipe.expire(key, WAKE_TTL_S)
+            await pipe.execute()
 
     async def read(self, positions: dict[str, str], *, block_ms: int, count: int) -> list[tuple[str, list[Entry]]]:
         """New entries after each key's position, waiting up to ``block_ms`` for the first one."""

@@ -4,8 +4,10 @@ messages to the Hub.
 One reader task per process follows every stream some local subscription reads (``Hub.sources``), with one
 blocking ``XREAD`` over all of them, and turns each entry into channel messages (``messages``) once,
 whatever the number of subscribers. A stream is followed from the position its first subscriber asked for
-(``follow``) and dropped when its last one leaves. The read blocks for at most ``block_ms``, so a stream
-followed meanwhile joins the next read. Ingest never waits for any of this: it only writes the streams.
+(``follow``) and dropped when its last one leaves. The read blocks for up to ``BLOCK_MS`` (idle dashboards
+cost one read per that time, however many streams they follow); a stream followed during a read wakes it with
+an entry on the Node's own wake stream, which every read includes, so it joins the next read at once.
+Ingest never waits for any of this: it only writes the streams.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
@@ -27,7 +30,8 @@ from ingest.codec import FrameError
 __all__ = ["Node"]
 
 log = logging.getLogger("telehub.fanout")
-BLOCK_MS = 100
+# Under the Redis client's socket timeout (5 s), which a blocked read must not reach.
+BLOCK_MS = 2_000
 READ_COUNT = 1000
 # Deliveries between two turns of the event loop while dispatching one read: the latency a big read adds to
 # its first messages stays within a few ms of work.
@@ -45,15 +49,22 @@ class Node:
         self._by_key: dict[str, Source] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The read in flight blocks on this stream too: an entry added to it ends the read.
+        self.wake_key = f"{stream_keys.PREFIX}:fanout:wake:{secrets.token_hex(8)}"
+        self._reading = False
+        self._waking: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fanout-reader")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._waking):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError, OSError):
+            await self.broker.redis.delete(self.wake_key)
 
     async def epoch(self, source: Source) -> str:
         epoch = self._epochs.get(source)
@@ -70,6 +81,17 @@ class Node:
             self._positions[source] = position
             self._by_key[source.key] = source
             self._wake.set()
+            if self._reading and self._waking is None:
+                self._waking = asyncio.get_running_loop().create_task(self._wake_read())
+
+    async def _wake_read(self) -> None:
+        """End the read in flight, so the streams followed since it began join the next one."""
+        try:
+            await self.broker.wake(self.wake_key)
+        except (RedisError, OSError) as exc:  # the read ends by itself within BLOCK_MS
+            log.warning("fan-out reader: waking the read failed: %s", exc)
+        finally:
+            self._waking = None
 
     def unfollow(self, source: Source) -> None:
         if self._positions.pop(source, None) is not None:
@@ -82,8 +104,13 @@ class Node:
                 await self._wake.wait()
                 continue
             positions = {source.key: position for source, position in self._positions.items()}
+            positions[self.wake_key] = "$"
             try:
-                replies = await self.broker.read(positions, block_ms=BLOCK_MS, count=READ_COUNT)
+                self._reading = True
+                try:
+                    replies = await self.broker.read(positions, block_ms=BLOCK_MS, count=READ_COUNT)
+                finally:
+                    self._reading = False
                 for key, entries in replies:
                     source = self._by_key.get(key)
                     if source is not None and source in self._positions:
