@@ -28,6 +28,8 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
+from ingest.flag import Flag
+
 __all__ = ["CLOSE_TIMEOUT_S", "HeartbeatPolicy", "LeanWebSocket", "error_response"]
 
 log = logging.getLogger("telehub.websocket")
@@ -55,15 +57,15 @@ class LeanWebSocket(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.reading_paused = False
-        self.lost = asyncio.Event()
-        self.writable = asyncio.Event()
-        self.writable.set()
+        self.lost = Flag()
+        self.writable = Flag(initially=True)
         self._fragments: list[bytes] = []
         self._fragment_binary = True
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_heard = self.loop.time()
         self._ping_sent_at: float | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
+        self._request: Request | None = None
 
     # What a connection does with its handshake and its messages.
 
@@ -113,6 +115,7 @@ class LeanWebSocket(asyncio.Protocol):
             if isinstance(event, Frame):
                 self._frame(event)
             elif isinstance(event, Request):
+                self._request = event
                 self.spawn(self.handshake(event))
 
     def _frame(self, frame: Frame) -> None:
@@ -138,6 +141,11 @@ class LeanWebSocket(asyncio.Protocol):
         """The handshake's answer: 101, or a refusal (then the connection closes)."""
         self.ws.send_response(response)
         self.flush()
+        if self._request is not None:
+            # websockets' parser keeps the request for the connection's life: its headers (a few KiB) are not
+            # needed once answered.
+            self._request.headers.clear()
+            self._request = None
 
     def close(self, code: int, reason: str = "") -> None:
         """Start the closing handshake; the TCP connection is dropped if the peer has not answered in time."""

@@ -17,7 +17,6 @@ path (``hub.fanout.endpoint``); a refused handshake is answered in the contract'
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 from websockets.http11 import Request, Response
 
@@ -34,6 +33,7 @@ from hub.fanout.service import (
     too_many,
 )
 from hub.fanout.session import SLOW_CONSUMER, DashboardSession
+from ingest.flag import Flag
 from ingest.gateway import denial_body
 from ingest.lean_websocket import HeartbeatPolicy, LeanWebSocket, error_response
 
@@ -51,8 +51,9 @@ class DashboardConnection(LeanWebSocket):
         self.limit = fanout.limits.send_buffer_bytes
         self.session: DashboardSession | None = None
         self._lease: Lease | None = None
-        self._ops: deque[bytes | str] = deque()
-        self._op_arrived = asyncio.Event()
+        # Ops received and not yet handled (at most MAX_PENDING_OPS or so): a list costs less than a deque.
+        self._ops: list[bytes | str] = []
+        self._op_arrived = Flag()
         self._open = False
         # Frames not yet handed to the transport, their size, and what the transport held at the last write.
         self._pending: list[bytes] = []
@@ -141,15 +142,19 @@ class DashboardConnection(LeanWebSocket):
         if self.lost.is_set():
             await self._release()
             return
+        encoding: Encoding = "msgpack" if response.headers.get("Sec-WebSocket-Protocol") == MSGPACK_PROTOCOL else "json"
         self.send_response(response)
         self._open = True
         self.start_heartbeat()
-        encoding: Encoding = "msgpack" if response.headers.get("Sec-WebSocket-Protocol") == MSGPACK_PROTOCOL else "json"
+        # A task of its own, so that the handshake's request and response are not kept for the connection's life.
+        self.spawn(self._run(principal, encoding))
+
+    async def _run(self, principal: Principal | None, encoding: Encoding) -> None:
         try:
             await self._serve(principal, encoding)
         finally:
             if self.session is not None:
-                await fanout.end(self.session, self._lease)
+                await self.fanout.end(self.session, self._lease)
             else:
                 await self._release()
 
@@ -172,7 +177,7 @@ class DashboardConnection(LeanWebSocket):
                 self._op_arrived.clear()
                 await self._op_arrived.wait()
                 continue
-            await session.handle(self._ops.popleft())
+            await session.handle(self._ops.pop(0))
             if self.reading_paused and len(self._ops) <= MAX_PENDING_OPS // 2 and self.transport is not None:
                 self.reading_paused = False
                 self.transport.resume_reading()
@@ -188,7 +193,7 @@ class DashboardConnection(LeanWebSocket):
                 await asyncio.wait_for(self._op_arrived.wait(), remaining)
             except TimeoutError:
                 return None
-        return await self.fanout.first_message_principal(self._ops.popleft())
+        return await self.fanout.first_message_principal(self._ops.pop(0))
 
     async def _release(self) -> None:
         if self._lease is not None:
