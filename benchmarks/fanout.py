@@ -65,6 +65,8 @@ SUMMARIZED = (
     "p50_ms",
     "p99_ms",
     "p999_ms",
+    "start_p50_ms",
+    "start_p99_ms",
     "saturation_publish_per_s",
     "saturation_p99_ms",
     "saturation_server_cores",
@@ -211,6 +213,9 @@ def _one_run(load: LoadGenerator, options: FanoutOptions, say: Progress) -> dict
     for key in ("p50_ms", "p99_ms", "p999_ms"):
         if key in half:
             figures[key] = half[key]
+        # The first step's rate is the same for every target: latency at equal load, the machine's floor.
+        if key in steps[0]:
+            figures[f"start_{key}"] = steps[0][key]
     for key in ("deliveries_per_s", "delivered_share", "server_cores", "loadgen_cores"):
         figures[f"half_{key}"] = half[key]
     for role in half["server_cpu_s_by_role"]:
@@ -279,7 +284,14 @@ def ratios(targets: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             continue
         found[target["target"]] = {
             key: target["summary"][key]["median"] / telehub[key]["median"]
-            for key in ("deliveries_per_s", "p50_ms", "p99_ms", "p999_ms", "saturation_server_cpu_us_per_delivery")
+            for key in (
+                "deliveries_per_s",
+                "p50_ms",
+                "p99_ms",
+                "p999_ms",
+                "start_p99_ms",
+                "saturation_server_cpu_us_per_delivery",
+            )
             if key in target["summary"] and key in telehub and telehub[key]["median"]
         }
     return found

@@ -23,6 +23,8 @@ COLUMNS = (
     ("p50_ms", "p50 at half (ms)", ""),
     ("p99_ms", "p99 at half (ms)", ""),
     ("p999_ms", "p999 at half (ms)", ""),
+    ("start_p50_ms", "p50 at the start rate (ms)", ""),
+    ("start_p99_ms", "p99 at the start rate (ms)", ""),
     ("saturation_server_cores", "server cores at saturation", "cores"),
     ("saturation_server_cpu_us_per_delivery", "server CPU µs/delivery", ""),
     ("saturation_loadgen_cores", "load generator cores", "cores"),
@@ -34,6 +36,7 @@ RATIO_LABELS = {
     "p50_ms": "p50",
     "p99_ms": "p99",
     "p999_ms": "p999",
+    "start_p99_ms": "p99 at the start rate",
     "saturation_server_cpu_us_per_delivery": "server CPU/delivery",
 }
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -72,7 +75,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"sustained and the lowest failed rate are within {p['refined_ratio'] - 1:.0%}; after each step the load "
         "rests until nothing more arrives. **Deliveries/s at "
         "saturation** is the best sustained step's; **latency** (receive time minus `sent_us`, one delivery in "
-        f"{p['sample_every']} sampled) is measured in a step at half its publish rate. Each cell: **median "
+        f"{p['sample_every']} sampled) is measured in a step at half its publish rate, and in the first step, "
+        f"at {p['start_rate_hz']:g} frames/s per device for every target (equal load: how fast the machine can "
+        "be with this many dashboards). Each cell: **median "
         f"(min{DASH}max) over {p['runs']} run(s)**. CPU is utime+stime from /proc over the saturation step's "
         f"window: the server's every process, the load generator's {p['loadgen_dashboard_processes']} dashboard "
         "processes and its publisher; anything else is the cores busy (/proc/stat) with neither nor softirq.",
