@@ -16,6 +16,7 @@ from hub.api import (
     aggregate_routes,
     api_keys_routes,
     auth_routes,
+    commands_routes,
     devices_routes,
     docs_routes,
     health_routes,
@@ -50,6 +51,7 @@ def api_routes() -> list[BaseRoute]:
         *readings_routes.routes,
         *history_routes.routes,
         *aggregate_routes.routes,
+        *commands_routes.routes,
         *health_routes.routes,
     ]
 

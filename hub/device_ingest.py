@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ import orjson
 from redis.exceptions import RedisError
 
 from hub import keys
+from hub.commands.service import Commands, node_channel
+from hub.commands.store import CommandStore
 from hub.config import HubConfig
 from hub.presence import Presence
 from hub.redis_client import StrRedis, open_pool_client
@@ -51,8 +54,16 @@ class DeviceIngest:
             policy=FlushPolicy(interval_s=config.flush_interval_ms / 1000),
             aggregation=self.aggregation,
         )
-        self.presence = Presence(redis, retention=retention)
+        # This process, as the registry of device connections names it (commands are routed to it).
+        self.node_id = secrets.token_hex(8)
+        self.presence = Presence(redis, retention=retention, node_id=self.node_id)
         self.device_keys = device_keys
+        self.commands = Commands(
+            redis,
+            CommandStore(redis, events_retention_ms=retention.events_ms),
+            node_id=self.node_id,
+            sessions=lambda device: self.gateway.sessions.get(device),
+        )
         self.gateway = DeviceGateway(
             authenticate=self.authenticate,
             presence=self.presence,
@@ -60,6 +71,7 @@ class DeviceIngest:
             writer=self.writer,
             announce=self.announce,
             settings=GatewaySettings(limits=self.limits),
+            commands=self.commands,
         )
         self._control: asyncio.Task[None] | None = None
         # Others on this process that act on control messages (the dashboard fan-out).
@@ -81,6 +93,7 @@ class DeviceIngest:
         self._control = asyncio.get_running_loop().create_task(self._listen(ready), name="control-listener")
         # Subscribed before the first device is accepted, so no replacement is missed.
         await asyncio.wait_for(ready.wait(), timeout=10)
+        await self.commands.start()
 
     async def drain(self) -> None:
         """Store and ack what is pending, close device connections with 1012 (once; safe to call twice)."""
@@ -91,6 +104,7 @@ class DeviceIngest:
 
     async def stop(self) -> None:
         await self.drain()
+        await self.commands.stop()
         if self._control is not None:
             self._control.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -101,25 +115,29 @@ class DeviceIngest:
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.CONTROL_CHANNEL)
+                    await pubsub.subscribe(keys.CONTROL_CHANNEL, node_channel(self.node_id))
                     ready.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self._dispatch(message["data"])
+                            self._dispatch(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
                 ready.set()
                 log.warning("control channel lost (%s); resubscribing in %.0f s", exc, CONTROL_RETRY_S)
                 await asyncio.sleep(CONTROL_RETRY_S)
 
-    def _dispatch(self, data: str | bytes) -> None:
+    def _dispatch(self, channel: str | bytes, data: str | bytes) -> None:
         try:
             message = orjson.loads(data)
         except orjson.JSONDecodeError:
             return
-        if isinstance(message, dict):
-            self.gateway.on_control(message)
-            for listener in self.control_listeners:
-                listener(message)
+        if not isinstance(message, dict):
+            return
+        if channel != keys.CONTROL_CHANNEL:  # this process's own channel
+            self.commands.on_notice(message)
+            return
+        self.gateway.on_control(message)
+        for listener in self.control_listeners:
+            listener(message)
 
 
 def aggregation_policy(config: HubConfig) -> AggregationPolicy | None:

@@ -101,3 +101,26 @@ def idempotency(org_id: str, principal_id: str, key: str) -> str:
 
 # Channels of Redis pub/sub for control messages between processes.
 CONTROL_CHANNEL = f"{PREFIX}:control"
+
+
+# Commands (hub.commands.store).
+
+
+def command(org_id: str, command_id: str) -> str:
+    """Hash: one command."""
+    return f"{PREFIX}:{{{org_id}}}:cmd:{command_id}"
+
+
+def device_command_index(org_id: str, device_id: str) -> str:
+    """Sorted set: every command of the device, by creation sequence."""
+    return f"{PREFIX}:{{{org_id}}}:cmds:{device_id}"
+
+
+def command_queue(org_id: str, device_id: str) -> str:
+    """Sorted set: the device's queued commands, by creation sequence."""
+    return f"{PREFIX}:{{{org_id}}}:cmdq:{device_id}"
+
+
+def command_sequence(org_id: str) -> str:
+    """Counter: the organization's command creation sequence."""
+    return f"{PREFIX}:{{{org_id}}}:cmdseq"

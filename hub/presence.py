@@ -14,17 +14,18 @@ from ingest.stream_writer import Retention
 __all__ = ["Presence"]
 
 # KEYS: device hash, device event stream, org event stream. ARGV: connection id, now ms, event payload,
-# events min id, 'online' | 'offline'. Online always wins; offline only from the connection that is current
-# (a replaced connection closing must not mark its successor's device offline). Nothing for a deleted device.
+# events min id, 'online' | 'offline', the process (node) holding the connection. Online always wins; offline
+# only from the connection that is current (a replaced connection closing must not mark its successor's device
+# offline). Nothing for a deleted device.
 _PRESENCE = """
 if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return 0 end
 local state = ARGV[5]
 if state == 'offline' and redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return 0 end
 if state == 'online' then
-  redis.call('HSET', KEYS[1], 'status', 'online', 'last_seen', ARGV[2], 'connection', ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'online', 'last_seen', ARGV[2], 'connection', ARGV[1], 'node', ARGV[6])
 else
   redis.call('HSET', KEYS[1], 'status', 'offline', 'last_seen', ARGV[2])
-  redis.call('HDEL', KEYS[1], 'connection')
+  redis.call('HDEL', KEYS[1], 'connection', 'node')
 end
 local kind = 'device.' .. state
 local device = redis.call('HGET', KEYS[1], 'id')
@@ -37,8 +38,10 @@ return 1
 class Presence:
     """The hub's :class:`ingest.ports.PresenceSink`."""
 
-    def __init__(self, redis: StrRedis, *, retention: Retention) -> None:
+    def __init__(self, redis: StrRedis, *, retention: Retention, node_id: str = "") -> None:
         self.redis = redis
+        # The process holding the connections marked online here: where commands for them are routed.
+        self.node_id = node_id
         self.retention = retention
         self._script = redis.register_script(_PRESENCE)
 
@@ -57,5 +60,5 @@ class Presence:
                 stream_keys.device_events(device.org_id, device.device_id),
                 stream_keys.org_events(device.org_id),
             ],
-            args=[connection_id, now, payload, now - self.retention.events_ms, state],
+            args=[connection_id, now, payload, now - self.retention.events_ms, state, self.node_id],
         )

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,7 +25,7 @@ from ingest import codec
 from ingest.flusher import Flusher
 from ingest.frames import CommandResultFrame, EventFrame, TelemetryFrame
 from ingest.limits import FrameLimits
-from ingest.ports import DeviceAuthenticator, DeviceIdentity, PresenceSink
+from ingest.ports import CommandSink, DeviceAuthenticator, DeviceIdentity, PresenceSink
 from ingest.session import DeviceSession, Send
 from ingest.stream_writer import StreamWriter
 
@@ -69,8 +69,11 @@ class DeviceGateway:
         announce: Announce,
         settings: GatewaySettings | None = None,
         clock: Callable[[], int] = _now_ms,
+        commands: CommandSink | None = None,
     ) -> None:
         self.authenticate = authenticate
+        self.commands = commands
+        self._tasks: set[asyncio.Task[None]] = set()
         self.presence = presence
         self.flusher = flusher
         self.writer = writer
@@ -140,7 +143,19 @@ class DeviceGateway:
         last_seq = await self.writer.last_seq(device.org_id, device.device_id)
         session.start(last_seq, self.clock())
         await self.presence.connected(device, session.connection_id)
+        if self.commands is not None:  # its queued commands, after the hello, while frames are read
+            self._spawn(self.commands.connected(device))
         return session
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a device connection's command work failed", exc_info=exc)
 
     def can_read(self, session: DeviceSession) -> bool:
         """Whether the connection may read another frame now (the store has room, the session too)."""
@@ -161,11 +176,31 @@ class DeviceGateway:
             FRAMES_REJECTED.labels(exc.code).inc()
             session.reply(codec.error(exc.seq, exc.code, exc.message), binary=isinstance(data, bytes))
             return
-        seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
         session.binary = frame.binary
+        if isinstance(frame, CommandResultFrame) and self.commands is not None:
+            session.frame_added()  # counted in flight until taken or refused
+            self._spawn(self._command_result(session, frame))
+            return
+        seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
         session.frame_added()
         samples = frame.samples if isinstance(frame, TelemetryFrame) else None
         self.flusher.add(session.device, seq, _kind(frame), frame.binary, frame.raw, session, samples)
+
+    async def _command_result(self, session: DeviceSession, frame: CommandResultFrame) -> None:
+        """The command takes the result (then the frame joins the device's history), or the device is told why
+        not; either way the frame is answered."""
+        assert self.commands is not None
+        try:
+            refused = await self.commands.result(session.device, frame)
+        except Exception:
+            log.exception("taking the result of %s failed", frame.command_id)
+            refused = ("unavailable", "the result could not be taken now; send it again")
+        if refused is None:
+            self.flusher.add(session.device, 0, b"command_result", frame.binary, frame.raw, session, None)
+            return
+        session.refused()
+        FRAMES_REJECTED.labels(refused[0]).inc()
+        session.reply(codec.error(None, *refused), binary=frame.binary)
 
     async def close_session(self, session: DeviceSession) -> None:
         """After the connection ended, however it ended: forget it and mark the device offline."""

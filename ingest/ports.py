@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["DeviceAuthenticator", "DeviceIdentity", "PresenceSink"]
+if TYPE_CHECKING:
+    from ingest.frames import CommandResultFrame
+
+__all__ = ["CommandSink", "DeviceAuthenticator", "DeviceIdentity", "PresenceSink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +35,16 @@ class PresenceSink(Protocol):
     async def connected(self, device: DeviceIdentity, connection_id: str) -> None: ...
 
     async def disconnected(self, device: DeviceIdentity, connection_id: str) -> None: ...
+
+
+class CommandSink(Protocol):
+    """The hub's commands, as a device connection meets them.
+
+    ``connected``: the device's session is open on this process (its queued commands are due). ``result``: the
+    device answered a command; the error (code, message) to send back when the answer is refused (another
+    device's command, an unknown one, one already ended), None when it was taken.
+    """
+
+    async def connected(self, device: DeviceIdentity) -> None: ...
+
+    async def result(self, device: DeviceIdentity, frame: CommandResultFrame) -> tuple[str, str] | None: ...

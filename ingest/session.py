@@ -34,6 +34,8 @@ class Close:
 class _Outgoing:
     message: dict[str, Any]
     binary: bool
+    # Resolved True once written to the socket (False if the connection ended first), for who waits on it.
+    written: asyncio.Future[bool] | None = None
 
 
 class DeviceSession:
@@ -76,6 +78,21 @@ class DeviceSession:
     def reply(self, message: dict[str, Any], *, binary: bool) -> None:
         self._enqueue(_Outgoing(message, binary))
 
+    async def deliver(self, message: dict[str, Any]) -> bool:
+        """Send ``message`` (in the device's encoding) after what is owed; True once it is written to the socket,
+        False if the connection ended before."""
+        if self.closed.is_set():
+            return False
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Outgoing(message, self.binary, written))
+        return await written
+
+    def refused(self) -> None:
+        """A frame counted in flight was refused without being stored (its error frame says so): no ack."""
+        self.in_flight -= 1
+        if self.in_flight < self.max_in_flight:
+            self._room.set()
+
     # Flusher side (AckTarget).
 
     def flushed(self, seq: int, count: int) -> None:
@@ -107,6 +124,10 @@ class DeviceSession:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
+        for item in self._outbox:
+            if isinstance(item, _Outgoing) and item.written is not None and not item.written.done():
+                item.written.set_result(False)
+        self._outbox.clear()
 
     def _enqueue(self, item: _Outgoing | Close) -> None:
         self._outbox.append(item)
@@ -131,7 +152,14 @@ class DeviceSession:
                     self._room.set()
                     return
                 encoded = codec.encode_message(item.message, binary=item.binary)
-                if isinstance(encoded, bytes):
-                    await self._send({"type": "websocket.send", "bytes": encoded})
-                else:
-                    await self._send({"type": "websocket.send", "text": encoded})
+                try:
+                    if isinstance(encoded, bytes):
+                        await self._send({"type": "websocket.send", "bytes": encoded})
+                    else:
+                        await self._send({"type": "websocket.send", "text": encoded})
+                except BaseException:
+                    if item.written is not None and not item.written.done():
+                        item.written.set_result(False)
+                    raise
+                if item.written is not None and not item.written.done():
+                    item.written.set_result(True)

@@ -95,14 +95,18 @@ def test_every_frame_kind_is_stored_as_received(client: HubClient, tenant: Tenan
         }
     )
     event = msgpack.packb({"type": "event", "seq": 2, "name": "door_opened", "data": {"door": 3}})
-    result = msgpack.packb({"type": "command_result", "command_id": "cmd_x", "status": "completed", "result": 1})
     with connect(client, key) as ws:
         receive(ws)
+        sent = client.post("/devices/boiler-7/commands", json={"command": "reboot"}, headers=tenant.admin).json()
+        assert receive(ws)["command_id"] == sent["command_id"]
+        answer = {"type": "command_result", "command_id": sent["command_id"], "status": "completed", "result": 1}
+        result = msgpack.packb(answer)
         ws.send_bytes(columns)
         assert receive(ws) == {"type": "ack", "seq": 1}
         ws.send_bytes(event)
         assert receive(ws) == {"type": "ack", "seq": 2}
-        ws.send_bytes(result)
+        ws.send_bytes(result)  # no seq: answered by the cumulative ack once stored (after the command took it)
+        assert receive(ws) == {"type": "ack", "seq": 2}
         ws.send_bytes(telemetry(3))
         assert receive(ws) == {"type": "ack", "seq": 3}
     frames = stored(client, tenant)

@@ -6,7 +6,8 @@ blocking ``XREAD`` over all of them, and turns each entry into channel messages 
 whatever the number of subscribers. A stream is followed from the position its first subscriber asked for
 (``follow``) and dropped when its last one leaves. The read blocks for up to ``BLOCK_MS`` (idle dashboards
 cost one read per that time, however many streams they follow); a stream followed during a read wakes it with
-an entry on the Node's own wake stream, which every read includes, so it joins the next read at once.
+an entry on the Node's own wake stream, which every read includes (from the last wake entry seen, so a wake
+that reaches Redis before the read still ends it), so it joins the next read at once.
 Ingest never waits for any of this: it only writes the streams.
 """
 
@@ -52,6 +53,8 @@ class Node:
         # The read in flight blocks on this stream too: an entry added to it ends the read.
         self.wake_key = f"{stream_keys.PREFIX}:fanout:wake:{secrets.token_hex(8)}"
         self._reading = False
+        # The last wake entry seen: a wake added before the next read reached Redis still ends that read.
+        self._wake_position = "0-0"
         self._waking: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -104,7 +107,7 @@ class Node:
                 await self._wake.wait()
                 continue
             positions = {source.key: position for source, position in self._positions.items()}
-            positions[self.wake_key] = "$"
+            positions[self.wake_key] = self._wake_position
             try:
                 self._reading = True
                 try:
@@ -112,6 +115,9 @@ class Node:
                 finally:
                     self._reading = False
                 for key, entries in replies:
+                    if key == self.wake_key:
+                        self._wake_position = entries[-1][0]
+                        continue
                     source = self._by_key.get(key)
                     if source is not None and source in self._positions:
                         await self._dispatch(source, entries)

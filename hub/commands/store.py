@@ -1,0 +1,239 @@
+"""Commands in Redis: each a hash, indexed per device, with every status change made by one Lua script.
+
+Keys (all in the organization's hash slot but the deadlines):
+
+- ``th:{org}:cmd:<id>`` hash: the command. ``params`` and ``result`` are JSON text; times are kept as ISO
+  strings (``created_at``, ``sent_at``, ``completed_at``, ``expires_at``) and, where scripts compare them, in
+  ms (``created_ms``, ``sent_ms``);
+- ``th:{org}:cmds:<device>`` sorted set: every command of the device, scored by a per-organization sequence
+  (creation order, exact within a millisecond);
+- ``th:{org}:cmdq:<device>`` sorted set: the device's ``queued`` commands, same scores;
+- ``th:cmd-deadlines`` sorted set: ``<org>|<device>|<id>`` scored by the instant the command expires (queued, ``ttl_s``)
+  or times out (sent, ``timeout_s``); any process's sweeper ends what is due.
+
+Every change writes the command as the API shows it to the device's and the organization's commands streams
+(the ``devices/{id}/commands`` channel: ``d`` device, ``p`` JSON) and a ``command.<status>`` event to the
+organization's event log, in the same script as the change: a state shown is a state stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hub import keys
+from hub.clock import iso_ms
+from hub.fanout.channels import device_commands, org_commands
+from hub.redis_client import StrRedis
+from ingest import stream_keys
+
+__all__ = ["DEADLINES", "CommandStore", "Transition"]
+
+DEADLINES = f"{stream_keys.PREFIX}:cmd-deadlines"
+
+# The tail of every change. KEYS: hash, device stream, org stream, org event log. ARGV[3]: events min id.
+_PUBLISH = """
+local function str(v) if v then return cjson.encode(v) else return 'null' end end
+local function raw(v) if v then return v else return 'null' end end
+local function publish(status)
+  local flat = redis.call('HGETALL', KEYS[1])
+  local r = {}
+  for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
+  local json = '{"command_id":' .. str(r['command_id']) .. ',"device_id":' .. str(r['device_id'])
+    .. ',"command":' .. str(r['command']) .. ',"params":' .. raw(r['params']) .. ',"status":' .. str(r['status'])
+    .. ',"result":' .. raw(r['result']) .. ',"error":' .. str(r['error']) .. ',"created_at":' .. str(r['created_at'])
+    .. ',"sent_at":' .. str(r['sent_at']) .. ',"completed_at":' .. str(r['completed_at'])
+    .. ',"expires_at":' .. str(r['expires_at']) .. '}'
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'd', r['device_id'], 'p', json)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'd', r['device_id'], 'p', json)
+  local event = '{"type":' .. str('command.' .. status) .. ',"device_id":' .. str(r['device_id'])
+    .. ',"command_id":' .. str(r['command_id']) .. ',"command":' .. str(r['command'])
+    .. ',"status":' .. str(status) .. '}'
+  redis.call('XADD', KEYS[4], 'MINID', '~', ARGV[3], '*', 'e', 'command.' .. status, 'd', r['device_id'],
+    'b', '0', 'f', event)
+  return flat
+end
+"""
+
+# KEYS: hash, device stream, org stream, events, queue, deadlines, device index, org sequence.
+# ARGV: deadline member, now ms, events min id, now ISO, command id, device, command, params JSON, timeout_s,
+# ttl_s, expires_at ISO.
+_CREATE = (
+    _PUBLISH
+    + """
+local score = redis.call('INCR', KEYS[8])
+redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'command', ARGV[7], 'params', ARGV[8],
+  'status', 'queued', 'timeout_s', ARGV[9], 'ttl_s', ARGV[10], 'created_ms', ARGV[2], 'created_at', ARGV[4],
+  'expires_at', ARGV[11], 'seq', score)
+redis.call('ZADD', KEYS[7], score, ARGV[5])
+redis.call('ZADD', KEYS[5], score, ARGV[5])
+redis.call('ZADD', KEYS[6], tonumber(ARGV[2]) + tonumber(ARGV[10]) * 1000, ARGV[1])
+return publish('queued')
+"""
+)
+
+# KEYS: hash, device stream, org stream, events, queue, deadlines. ARGV: deadline member, now ms, events min id,
+# now ISO, change (sent | result | cancel | due), then for `result`: device, status, result JSON, error.
+# Returns {1, fields after} when made, {0, what stopped it (the current status, '' if none, other_device)}.
+_TRANSITION = (
+    _PUBLISH
+    + """
+local now = tonumber(ARGV[2])
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  redis.call('ZREM', KEYS[6], ARGV[1])
+  return {0, ''}
+end
+local change = ARGV[5]
+local id = redis.call('HGET', KEYS[1], 'command_id')
+local done
+if change == 'sent' then
+  if status ~= 'queued' then return {0, status} end
+  redis.call('HSET', KEYS[1], 'status', 'sent', 'sent_ms', ARGV[2], 'sent_at', ARGV[4])
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZADD', KEYS[6], now + tonumber(redis.call('HGET', KEYS[1], 'timeout_s')) * 1000, ARGV[1])
+  return {1, publish('sent')}
+elseif change == 'result' then
+  if redis.call('HGET', KEYS[1], 'device_id') ~= ARGV[6] then return {0, 'other_device'} end
+  if status ~= 'queued' and status ~= 'sent' then return {0, status} end
+  if status == 'queued' then redis.call('HSET', KEYS[1], 'sent_ms', ARGV[2], 'sent_at', ARGV[4]) end
+  redis.call('HSET', KEYS[1], 'status', ARGV[7], 'completed_at', ARGV[4])
+  if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[8]) end
+  if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
+  done = ARGV[7]
+elseif change == 'cancel' then
+  if status ~= 'queued' then return {0, status} end
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'completed_at', ARGV[4])
+  done = 'canceled'
+elseif change == 'due' then
+  if status == 'queued' then
+    local ends = tonumber(redis.call('HGET', KEYS[1], 'created_ms'))
+      + tonumber(redis.call('HGET', KEYS[1], 'ttl_s')) * 1000
+    if now < ends then return {0, status} end
+    redis.call('HSET', KEYS[1], 'status', 'expired', 'completed_at', ARGV[4], 'error', 'not sent within ttl_s')
+    done = 'expired'
+  elseif status == 'sent' then
+    local ends = tonumber(redis.call('HGET', KEYS[1], 'sent_ms'))
+      + tonumber(redis.call('HGET', KEYS[1], 'timeout_s')) * 1000
+    if now < ends then return {0, status} end
+    redis.call('HSET', KEYS[1], 'status', 'timed_out', 'completed_at', ARGV[4], 'error', 'no result within timeout_s')
+    done = 'timed_out'
+  else
+    redis.call('ZREM', KEYS[6], ARGV[1])
+    return {0, status}
+  end
+else
+  return redis.error_reply('unknown change ' .. change)
+end
+redis.call('ZREM', KEYS[5], id)
+redis.call('ZREM', KEYS[6], ARGV[1])
+return {1, publish(done)}
+"""
+)
+
+
+def _fields(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class Transition:
+    """What a change did: ``made``, with the command's fields after it; or the status that stopped it."""
+
+    __slots__ = ("fields", "made", "status")
+
+    def __init__(self, reply: list[Any]) -> None:
+        self.made = bool(reply[0])
+        self.fields: dict[str, str] = _fields(reply[1]) if self.made else {}
+        self.status: str = self.fields["status"] if self.made else str(reply[1])
+
+
+class CommandStore:
+    def __init__(self, redis: StrRedis, *, events_retention_ms: int) -> None:
+        self.redis = redis
+        self.events_retention_ms = events_retention_ms
+        self._create = redis.register_script(_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
+
+    def _keys(self, org_id: str, command_id: str, device_id: str) -> list[str]:
+        return [
+            keys.command(org_id, command_id),
+            device_commands(org_id, device_id),
+            org_commands(org_id),
+            stream_keys.org_events(org_id),
+            keys.command_queue(org_id, device_id),
+            DEADLINES,
+        ]
+
+    def _head(self, org_id: str, device_id: str, command_id: str, now: int) -> list[Any]:
+        return [f"{org_id}|{device_id}|{command_id}", now, now - self.events_retention_ms, iso_ms(now)]
+
+    async def create(
+        self,
+        org_id: str,
+        device_id: str,
+        command_id: str,
+        *,
+        command: str,
+        params: Any,
+        timeout_s: int,
+        ttl_s: int,
+        now: int,
+    ) -> dict[str, str]:
+        reply = await self._create(
+            keys=[
+                *self._keys(org_id, command_id, device_id),
+                keys.device_command_index(org_id, device_id),
+                keys.command_sequence(org_id),
+            ],
+            args=[
+                *self._head(org_id, device_id, command_id, now),
+                command_id,
+                device_id,
+                command,
+                orjson.dumps(params).decode(),
+                timeout_s,
+                ttl_s,
+                iso_ms(now + ttl_s * 1000),
+            ],
+        )
+        return _fields(reply)
+
+    async def transition(
+        self, org_id: str, command_id: str, device_id: str, change: str, now: int, *extra: str
+    ) -> Transition:
+        reply = await self._transition(
+            keys=self._keys(org_id, command_id, device_id),
+            args=[*self._head(org_id, device_id, command_id, now), change, *extra],
+        )
+        return Transition(reply)
+
+    async def get(self, org_id: str, command_id: str) -> dict[str, str] | None:
+        found: dict[str, str] = await self.redis.hgetall(keys.command(org_id, command_id))
+        return found or None
+
+    async def queued(self, org_id: str, device_id: str, limit: int = 1000) -> list[str]:
+        """The device's queued command ids, oldest first."""
+        found: list[str] = await self.redis.zrange(keys.command_queue(org_id, device_id), 0, limit - 1)
+        return found
+
+    async def page(
+        self, org_id: str, device_id: str, *, before: int | None, limit: int
+    ) -> list[tuple[int, dict[str, str]]]:
+        """Up to ``limit`` of the device's commands with their sequence, newest first, created before ``before``."""
+        high = f"({before}" if before is not None else "+inf"
+        ids: list[tuple[str, float]] = await self.redis.zrevrangebyscore(
+            keys.device_command_index(org_id, device_id), high, "-inf", start=0, num=limit, withscores=True
+        )
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command_id, _ in ids:
+                pipe.hgetall(keys.command(org_id, command_id))
+            records = await pipe.execute()
+        return [(int(score), record) for (_, score), record in zip(ids, records, strict=True) if record]
+
+    async def due(self, now: int, limit: int = 100) -> list[tuple[str, str, str]]:
+        """(org, device, command id) of up to ``limit`` commands whose deadline has passed."""
+        members: list[str] = await self.redis.zrangebyscore(DEADLINES, "-inf", now, start=0, num=limit)
+        return [(parts[0], parts[1], parts[2]) for parts in (m.split("|", 2) for m in members) if len(parts) == 3]
