@@ -236,3 +236,18 @@ def test_dashboards_see_every_status_change_on_the_commands_channel(client: HubC
     assert [m["data"]["status"] for m in seen] == ["queued", "sent", "completed"]
     assert all(m["data"]["command_id"] == command_id for m in seen)
     assert seen[-1]["data"]["result"] == 42
+
+
+def test_a_full_queue_refuses_more_until_one_leaves(
+    client: HubClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.commands import store
+
+    monkeypatch.setattr(store, "MAX_QUEUED", 3)
+    device_key(client, tenant)
+    ids = [send_command(client, tenant) for _ in range(3)]
+    refused = client.post("/devices/boiler-7/commands", json={"command": "one-more"}, headers=tenant.admin)
+    assert_error(refused, 409, "command_queue_full")
+    assert len(client.get("/devices/boiler-7/commands", headers=tenant.admin).json()["data"]) == 3
+    client.delete(f"/commands/{ids[0]}", headers=tenant.admin)
+    send_command(client, tenant, command="one-more")

@@ -21,6 +21,7 @@ from hub.api.validation import BodyReader
 from hub.auth.principal import Principal, Role
 from hub.commands.records import COMMAND_PATTERN, STATUSES, public
 from hub.commands.service import Commands
+from hub.commands.store import MAX_QUEUED, QueueFull
 from hub.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from hub.services import Services
 
@@ -93,7 +94,8 @@ async def _readable_device(request: Request, principal: Principal, device_id: st
         "Stored `queued` before the answer, then written to the device as soon as it is connected (on any "
         "process), `sent` once written; the device's `command_result` makes it `completed` or `failed`. "
         "`timed_out`: sent, no result within `timeout_s`; `expired`: not sent within `ttl_s` (0: only if the "
-        "device is connected now). Every change is on the `devices/{id}/commands` channel and a `command.*` event."
+        "device is connected now). Every change is on the `devices/{id}/commands` channel and a `command.*` event. "
+        f"409 `command_queue_full` when the device has {MAX_QUEUED} commands queued."
     ),
 )
 async def create_command(request: Request) -> Response:
@@ -110,9 +112,15 @@ async def create_command(request: Request) -> Response:
         ttl_s = reader.integer("ttl_s", low=TTL_S[0], high=TTL_S[1], default=TTL_S[2])
         reader.finish()
         assert command is not None and timeout_s is not None and ttl_s is not None
-        fields = await _commands(request).create(
-            principal.org_id, device_id, command=command, params=params or {}, timeout_s=timeout_s, ttl_s=ttl_s
-        )
+        try:
+            fields = await _commands(request).create(
+                principal.org_id, device_id, command=command, params=params or {}, timeout_s=timeout_s, ttl_s=ttl_s
+            )
+        except QueueFull:
+            raise Conflict(
+                f"the device has {MAX_QUEUED} commands queued; wait for it to take them, or cancel some",
+                code="command_queue_full",
+            ) from None
         return JSONResponse({"command_id": fields["command_id"], "status": fields["status"]}, status_code=202)
 
     return await idempotent(request, principal, create)

@@ -28,9 +28,16 @@ from hub.fanout.channels import device_commands, org_commands
 from hub.redis_client import StrRedis
 from ingest import stream_keys
 
-__all__ = ["DEADLINES", "CommandStore", "Transition"]
+__all__ = ["DEADLINES", "MAX_QUEUED", "CommandStore", "QueueFull", "Transition"]
 
 DEADLINES = f"{stream_keys.PREFIX}:cmd-deadlines"
+# Queued commands per device: a device offline for long, or a runaway client, must not grow Redis without end.
+MAX_QUEUED = 1000
+
+
+class QueueFull(Exception):
+    """The device has ``MAX_QUEUED`` commands queued."""
+
 
 # The tail of every change. KEYS: hash, device stream, org stream, org event log. ARGV[3]: events min id.
 _PUBLISH = """
@@ -58,10 +65,11 @@ end
 
 # KEYS: hash, device stream, org stream, events, queue, deadlines, device index, org sequence.
 # ARGV: deadline member, now ms, events min id, now ISO, command id, device, command, params JSON, timeout_s,
-# ttl_s, expires_at ISO.
+# ttl_s, expires_at ISO, the most queued commands a device may have. Returns the fields, or 'queue_full'.
 _CREATE = (
     _PUBLISH
     + """
+if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[12]) then return 'queue_full' end
 local score = redis.call('INCR', KEYS[8])
 redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'command', ARGV[7], 'params', ARGV[8],
   'status', 'queued', 'timeout_s', ARGV[9], 'ttl_s', ARGV[10], 'created_ms', ARGV[2], 'created_at', ARGV[4],
@@ -195,8 +203,11 @@ class CommandStore:
                 timeout_s,
                 ttl_s,
                 iso_ms(now + ttl_s * 1000),
+                MAX_QUEUED,
             ],
         )
+        if not isinstance(reply, list):
+            raise QueueFull(f"device {device_id} has {MAX_QUEUED} commands queued already")
         return _fields(reply)
 
     async def transition(
