@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 import uvloop
 
 from benchmarks import procstat
-from benchmarks.fanout_clients import Dashboard, Publisher, Tally, dashboard_factory, publisher_factory
+from benchmarks.fanout_clients import Dashboard, Tally, dashboard_factory
+from benchmarks.fanout_publishers import Publisher, publisher_factory
 from benchmarks.loadgen import OPEN_TIMEOUT_S, LoadSession, _say, raise_open_files_limit
 
 __all__ = ["main"]
