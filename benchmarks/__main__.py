@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
         f"  {'query':<16} readings/aggregate latency over 7 days at 1 Hz x 10 metrics, against InfluxDB 1.6 "
         "(its own --help)\n"
         f"  {'fanout':<16} 10 devices to 1,000 dashboards: deliveries/s at saturation, latency at half of it,\n"
-        f"  {'':<16} against the broadcast floor, Mosquitto, NATS and python-socketio (its own --help)\n\n"
+        f"  {'':<16} against the broadcast floor, Mosquitto, NATS and python-socketio (its own --help)\n"
+        f"  {'commands':<16} REST to device to result: round trip on an idle hub, commands/s at saturation "
+        "(its own --help)\n\n"
         f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -52,6 +54,7 @@ IN_PROCESS = {
     "fanout": "benchmarks.fanout",
     "recovery": "benchmarks.recovery",
     "connections": "benchmarks.connections",
+    "commands": "benchmarks.commands",
 }
 
 

@@ -21,7 +21,7 @@ from hub.api.validation import BodyReader
 from hub.auth.principal import Principal, Role
 from hub.commands.records import COMMAND_PATTERN, STATUSES, public
 from hub.commands.service import Commands
-from hub.commands.store import MAX_QUEUED, QueueFull
+from hub.commands.store import MAX_QUEUED, NoDevice, QueueFull
 from hub.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from hub.services import Services
 
@@ -100,11 +100,9 @@ async def _readable_device(request: Request, principal: Principal, device_id: st
 )
 async def create_command(request: Request) -> Response:
     principal = require_role(request, Role.OPERATOR)
-    services: Services = request.app.state.services
     device_id: str = request.path_params["device_id"]
 
     async def create() -> Response:
-        await services.devices.get(principal.org_id, device_id)
         reader = BodyReader(await json_body(request), allowed=("command", "params", "timeout_s", "ttl_s"))
         command = reader.string("command", required=True, max_len=64, pattern=COMMAND_PATTERN)
         params = reader.json_object("params", max_bytes=PARAMS_MAX_BYTES)
@@ -116,6 +114,8 @@ async def create_command(request: Request) -> Response:
             fields = await _commands(request).create(
                 principal.org_id, device_id, command=command, params=params or {}, timeout_s=timeout_s, ttl_s=ttl_s
             )
+        except NoDevice as exc:
+            raise NotFound(str(exc)) from None
         except QueueFull:
             raise Conflict(
                 f"the device has {MAX_QUEUED} commands queued; wait for it to take them, or cancel some",

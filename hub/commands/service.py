@@ -43,6 +43,8 @@ HEARTBEAT_S = 5.0
 # A process whose heartbeat is older than this is taken for dead: its devices' commands stay queued.
 NODE_TTL_MS = 15_000
 SWEEP_S = 0.25
+# Queued commands read from Redis at a time while writing a device's queue.
+DELIVERY_BATCH = 100
 RETRY_S = 1.0
 # Results are JSON in the command record: the same bound as a device event's data.
 MAX_RESULT_BYTES = 64 * 1024
@@ -114,7 +116,7 @@ class Commands:
         self, org_id: str, device_id: str, *, command: str, params: Any, timeout_s: int, ttl_s: int
     ) -> dict[str, str]:
         command_id = new_command_id()
-        fields = await self.store.create(
+        fields, node = await self.store.create(
             org_id,
             device_id,
             command_id,
@@ -124,7 +126,7 @@ class Commands:
             ttl_s=ttl_s,
             now=now_ms(),
         )
-        await self.route(DeviceIdentity(org_id, device_id))
+        await self.route(DeviceIdentity(org_id, device_id), node)
         return fields
 
     async def cancel(self, org_id: str, command_id: str, device_id: str) -> tuple[bool, dict[str, str] | None]:
@@ -134,9 +136,11 @@ class Commands:
 
     # Routing and delivery.
 
-    async def route(self, device: DeviceIdentity) -> None:
-        """Tell the process that holds ``device``'s connection that it has commands to write, if any does."""
-        node = await self.redis.hget(keys.device(device.org_id, device.device_id), "node")
+    async def route(self, device: DeviceIdentity, node: str | None = None) -> None:
+        """Tell the process that holds ``device``'s connection (``node``, read when not given) that it has
+        commands to write, if any does."""
+        if node is None:
+            node = await self.redis.hget(keys.device(device.org_id, device.device_id), "node")
         if not node:
             return
         if node == self.node_id:
@@ -162,32 +166,27 @@ class Commands:
 
     async def deliver(self, device: DeviceIdentity) -> None:
         """Write the device's queued commands, oldest first, each marked sent once written. One delivery per
-        device at a time, so a command is never written twice by this process."""
+        device at a time, so a command is never written twice by this process; a command queued during a
+        delivery has started a delivery of its own, which waits for this one and then reads the queue."""
         lock = self._locks.setdefault(device, asyncio.Lock())
         self._waiting[device] = self._waiting.get(device, 0) + 1
         try:
             async with lock:
-                seen: list[str] = []
                 while (session := self.sessions(device)) is not None:
-                    queued = await self.store.queued(device.org_id, device.device_id)
-                    if not queued or queued == seen:  # empty, or nothing this pass could move
-                        return
-                    seen = queued
-                    for command_id in queued:
-                        if not await self._send(device, session, command_id):
+                    queued = await self.store.queued(device.org_id, device.device_id, DELIVERY_BATCH)
+                    for fields in queued:
+                        if not await self._send(device, session, fields):
                             return
+                    if len(queued) < DELIVERY_BATCH:
+                        return
         finally:
             self._waiting[device] -= 1
             if not self._waiting[device]:
                 del self._waiting[device], self._locks[device]
 
-    async def _send(self, device: DeviceIdentity, session: DeviceSession, command_id: str) -> bool:
+    async def _send(self, device: DeviceIdentity, session: DeviceSession, fields: dict[str, str]) -> bool:
         """Write one queued command; False when the connection ended before it was written."""
-        fields = await self.store.get(device.org_id, command_id)
-        now = now_ms()
-        if fields is None:  # queued but gone (deleted with its device): nothing to write
-            await self.redis.zrem(keys.command_queue(device.org_id, device.device_id), command_id)
-            return True
+        command_id, now = fields["command_id"], now_ms()
         if fields.get("status") != "queued":
             return True
         if now >= int(fields["created_ms"]) + int(fields["ttl_s"]) * 1000:

@@ -28,7 +28,7 @@ from hub.fanout.channels import device_commands, org_commands
 from hub.redis_client import StrRedis
 from ingest import stream_keys
 
-__all__ = ["DEADLINES", "MAX_QUEUED", "CommandStore", "QueueFull", "Transition"]
+__all__ = ["DEADLINES", "MAX_QUEUED", "CommandStore", "NoDevice", "QueueFull", "Transition"]
 
 DEADLINES = f"{stream_keys.PREFIX}:cmd-deadlines"
 # Queued commands per device: a device offline for long, or a runaway client, must not grow Redis without end.
@@ -37,6 +37,10 @@ MAX_QUEUED = 1000
 
 class QueueFull(Exception):
     """The device has ``MAX_QUEUED`` commands queued."""
+
+
+class NoDevice(Exception):
+    """The organization has no such device."""
 
 
 # The tail of every change. KEYS: hash, device stream, org stream, org event log. ARGV[3]: events min id.
@@ -63,12 +67,15 @@ local function publish(status)
 end
 """
 
-# KEYS: hash, device stream, org stream, events, queue, deadlines, device index, org sequence.
+# KEYS: hash, device stream, org stream, events, queue, deadlines, device index, org sequence, device record.
 # ARGV: deadline member, now ms, events min id, now ISO, command id, device, command, params JSON, timeout_s,
-# ttl_s, expires_at ISO, the most queued commands a device may have. Returns the fields, or 'queue_full'.
+# ttl_s, expires_at ISO, the most queued commands a device may have. Returns {the fields, the process holding
+# the device's connection or ''}, or 'no_device' or 'queue_full'.
 _CREATE = (
     _PUBLISH
     + """
+local node = redis.call('HMGET', KEYS[9], 'id', 'node')
+if not node[1] then return 'no_device' end
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[12]) then return 'queue_full' end
 local score = redis.call('INCR', KEYS[8])
 redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'command', ARGV[7], 'params', ARGV[8],
@@ -77,7 +84,7 @@ redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'comman
 redis.call('ZADD', KEYS[7], score, ARGV[5])
 redis.call('ZADD', KEYS[5], score, ARGV[5])
 redis.call('ZADD', KEYS[6], tonumber(ARGV[2]) + tonumber(ARGV[10]) * 1000, ARGV[1])
-return publish('queued')
+return {publish('queued'), node[2] or ''}
 """
 )
 
@@ -141,6 +148,18 @@ return {1, publish(done)}
 )
 
 
+# KEYS: the device's queue. ARGV: the most to return, the key prefix of the organization's commands (same
+# slot). Returns the fields of the oldest queued commands (those whose hash is gone are dropped from the queue).
+_QUEUED = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do
+  local flat = redis.call('HGETALL', ARGV[2] .. id)
+  if #flat == 0 then redis.call('ZREM', KEYS[1], id) else out[#out + 1] = flat end
+end
+return out
+"""
+
+
 def _fields(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -162,6 +181,7 @@ class CommandStore:
         self.events_retention_ms = events_retention_ms
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
+        self._queued = redis.register_script(_QUEUED)
 
     def _keys(self, org_id: str, command_id: str, device_id: str) -> list[str]:
         return [
@@ -187,12 +207,14 @@ class CommandStore:
         timeout_s: int,
         ttl_s: int,
         now: int,
-    ) -> dict[str, str]:
+    ) -> tuple[dict[str, str], str]:
+        """The command's fields, and the process that holds the device's connection ('' if none)."""
         reply = await self._create(
             keys=[
                 *self._keys(org_id, command_id, device_id),
                 keys.device_command_index(org_id, device_id),
                 keys.command_sequence(org_id),
+                keys.device(org_id, device_id),
             ],
             args=[
                 *self._head(org_id, device_id, command_id, now),
@@ -206,9 +228,11 @@ class CommandStore:
                 MAX_QUEUED,
             ],
         )
+        if reply == "no_device":
+            raise NoDevice(f"no device {device_id}")
         if not isinstance(reply, list):
             raise QueueFull(f"device {device_id} has {MAX_QUEUED} commands queued already")
-        return _fields(reply)
+        return _fields(reply[0]), str(reply[1])
 
     async def transition(
         self, org_id: str, command_id: str, device_id: str, change: str, now: int, *extra: str
@@ -223,10 +247,12 @@ class CommandStore:
         found: dict[str, str] = await self.redis.hgetall(keys.command(org_id, command_id))
         return found or None
 
-    async def queued(self, org_id: str, device_id: str, limit: int = 1000) -> list[str]:
-        """The device's queued command ids, oldest first."""
-        found: list[str] = await self.redis.zrange(keys.command_queue(org_id, device_id), 0, limit - 1)
-        return found
+    async def queued(self, org_id: str, device_id: str, limit: int = 100) -> list[dict[str, str]]:
+        """The fields of the device's oldest ``limit`` queued commands, oldest first, in one round trip."""
+        found: list[list[str]] = await self._queued(
+            keys=[keys.command_queue(org_id, device_id)], args=[limit, keys.command(org_id, "")]
+        )
+        return [_fields(flat) for flat in found]
 
     async def page(
         self, org_id: str, device_id: str, *, before: int | None, limit: int
