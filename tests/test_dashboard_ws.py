@@ -4,6 +4,7 @@ the caller's organization only, both encodings, and resuming with ``since`` or `
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+from hub.auth.jwt_tokens import JwtCodec
 from hub.fanout import endpoint
 from tests.support import HubClient, Tenant, bearer
 from tests.test_device_gateway import connect, device_key, receive
@@ -234,3 +236,21 @@ def test_a_channel_of_several_streams_resumes_from_its_composite_position(
         last = [next_message(ws) for _ in range(4)]
     newest = sorted(offsets_seen, key=lambda item: tuple(map(int, item[1].split("-"))))[-4:]
     assert [(m["channel"], m["offset"]) for m in last] == newest
+
+
+def test_a_dashboard_on_a_jwt_is_closed_with_4001_when_the_token_expires(client: HubClient, tenant: Tenant) -> None:
+    services = client.http.app.state.services
+    claims = services.jwt.decode(tenant.admin_token)
+    short = JwtCodec(lambda: services.jwt._secret, ttl_s=1).issue(
+        user_id=claims.user_id, org_id=claims.org_id, role="admin"
+    )
+    with dashboard(client, short) as ws:
+        assert ask(ws, {"op": "subscribe", "id": 1, "channel": "devices/+/telemetry"})["type"] == "reply"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert closed.value.code == 4001
+    assert "expired" in (closed.value.reason or "")
+    # A token good for longer keeps its dashboard open past that second.
+    with dashboard(client, tenant.admin_token) as ws:
+        time.sleep(1.2)
+        assert ask(ws, {"op": "ping", "id": 2})["type"] == "pong"

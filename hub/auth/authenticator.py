@@ -53,4 +53,4 @@ class Authenticator:
         role = await self.users.role_of(claims.org_id, claims.user_id)
         if role is None:
             return None
-        return Principal(kind="user", id=claims.user_id, org_id=claims.org_id, role=role)
+        return Principal(kind="user", id=claims.user_id, org_id=claims.org_id, role=role, expires_at=claims.expires_at)

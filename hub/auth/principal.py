@@ -37,6 +37,8 @@ class Principal:
     role: Role
     # For a device key: the one device it speaks for.
     device_id: str | None = None
+    # For a user's JWT: when it expires (Unix seconds); a dashboard authenticated with it is closed then.
+    expires_at: int | None = None
 
     def require(self, role: Role) -> None:
         """Raise 403 unless this principal's role is ``role`` or above (devices never qualify)."""

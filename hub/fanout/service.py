@@ -7,6 +7,8 @@ sessions through this object, so they behave the same.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from hub.auth.authenticator import Authenticator
@@ -64,6 +66,7 @@ class Fanout:
         self.limiter = ConnectionLimiter(redis, max_connections)
         self._retention = retention or {}
         self.sessions: set[DashboardSession] = set()
+        self._expiries: dict[DashboardSession, asyncio.TimerHandle] = {}
         self.accepting = True
 
     @classmethod
@@ -162,10 +165,19 @@ class Fanout:
         self.sessions.add(session)
         if not self.accepting:
             session.close(GOING_AWAY, "server shutting down")
+        elif principal.expires_at is not None:
+            # A JWT's dashboard lasts as long as the token: then 4001, and the client logs in again.
+            delay = max(0.0, principal.expires_at - time.time())
+            self._expiries[session] = asyncio.get_running_loop().call_later(
+                delay, session.close, UNAUTHENTICATED, "token expired; log in again and reconnect"
+            )
         return session
 
     async def end(self, session: DashboardSession, lease: Lease | None) -> None:
         session.ended()
         self.sessions.discard(session)
+        expiry = self._expiries.pop(session, None)
+        if expiry is not None:
+            expiry.cancel()
         if lease is not None:
             await self.limiter.release(lease)
