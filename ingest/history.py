@@ -76,8 +76,10 @@ class FrameRecord:
         if self.kind not in ("telemetry", "columns", "readings"):
             return None
         if self.kind == "readings":
-            return codec.decode_readings(self.raw, binary=self.binary, now_ms=0, limits=_REREAD)
-        frame = codec.decode_frame(self.raw if self.binary else self.raw.decode(), now_ms=0, limits=_REREAD)
+            return codec.decode_readings(self.raw, binary=self.binary, now_ms=self.received_ms, limits=_REREAD)
+        frame = codec.decode_frame(
+            self.raw if self.binary else self.raw.decode(), now_ms=self.received_ms, limits=_REREAD
+        )
         return frame if isinstance(frame, TelemetryFrame) else None
 
 

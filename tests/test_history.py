@@ -153,3 +153,16 @@ def test_history_access_and_bad_parameters(client: HubClient, tenant: Tenant, ke
     assert_error(bad_range, 400, "validation_error")
     assert_error(client.get("/devices/m1/readings?from=yesterday", headers=tenant.admin), 400, "validation_error")
     assert_error(client.get("/devices/m1/messages?type=nope", headers=tenant.admin), 400, "validation_error")
+
+
+def test_readings_sent_without_ts_read_back_at_their_arrival(client: HubClient, tenant: Tenant, key: str) -> None:
+    post(client, key, {"ts": NOW_MS, "metrics": {"a": 1}})
+    before = int(time.time() * 1000)
+    post(client, key, {"metrics": {"a": 2}})  # no ts: the server's time of arrival
+    after = int(time.time() * 1000)
+    readings = walk(client, "/devices/m1/readings", tenant.admin, metric="a")
+    stamped = {r["value"]: _ms(r["ts"]) for r in readings}
+    assert stamped[1] == NOW_MS
+    assert before - 1000 <= stamped[2] <= after + 1000, stamped
+    latest = client.get("/devices/m1/readings/latest", headers=tenant.admin).json()["data"]
+    assert latest["a"]["value"] == 2 and before - 1000 <= _ms(latest["a"]["ts"]) <= after + 1000
