@@ -14,7 +14,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support import bearer
-from tests.test_fanout_processes import DEVICE, DEVICE_PROTOCOL, WAIT, Hub, hubs, provision
+from tests.fanout_process_clients import DEVICE, DEVICE_PROTOCOL, WAIT, Hub, hubs, provision
 
 Message = dict[str, Any]
 
