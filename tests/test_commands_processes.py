@@ -13,8 +13,8 @@ import msgpack
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.support import bearer
 from tests.fanout_process_clients import DEVICE, DEVICE_PROTOCOL, WAIT, Hub, hubs, provision
+from tests.support import bearer
 
 Message = dict[str, Any]
 
