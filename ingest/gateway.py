@@ -101,7 +101,16 @@ class DeviceGateway:
             return
         offered = scope.get("subprotocols") or []
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL if SUBPROTOCOL in offered else None})
-        session = await self.open_session(device, send, binary=hello_is_binary(scope.get("query_string", b"")))
+        # Opened in a task of its own, so a cancel (an ASGI server may cancel the app as soon as the socket is
+        # gone) never leaves a registered session, marked online, that nothing will close.
+        opening = asyncio.ensure_future(
+            self.open_session(device, send, binary=hello_is_binary(scope.get("query_string", b"")))
+        )
+        try:
+            session = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._close_once_open)
+            raise
         try:
             while True:
                 await self.ready_to_read(session)
@@ -147,15 +156,16 @@ class DeviceGateway:
             self._spawn(self.commands.connected(device))
         return session
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("a device connection's command work failed", exc_info=exc)
+            log.error("a device connection's background work (commands, presence) failed", exc_info=exc)
 
     def can_read(self, session: DeviceSession) -> bool:
         """Whether the connection may read another frame now (the store has room, the session too)."""
@@ -208,7 +218,13 @@ class DeviceGateway:
             del self.sessions[session.device]
         CONNECTIONS.dec()
         await session.finish()
-        await self.presence.disconnected(session.device, session.connection_id)
+        # In a task of its own: the offline mark lands even when this connection's task is cancelled.
+        await asyncio.shield(self._spawn(self.presence.disconnected(session.device, session.connection_id)))
+
+    def _close_once_open(self, opening: asyncio.Task[DeviceSession]) -> None:
+        """``opening`` went on after its connection's task was cancelled: close the session it opened."""
+        if not opening.cancelled() and opening.exception() is None:
+            self._spawn(self.close_session(opening.result()))
 
     def on_control(self, message: dict[str, Any]) -> None:
         """A message from the control channel (any process): close a replaced or revoked connection here."""

@@ -219,6 +219,23 @@ def test_presence_marks_online_and_offline(client: HubClient, tenant: Tenant) ->
     assert [e[1]["e"] for e in events] == ["device.online", "device.offline"]
 
 
+def test_every_disconnect_is_marked_offline_even_when_the_handler_is_cancelled(
+    client: HubClient, tenant: Tenant
+) -> None:
+    # The test client cancels the app's task as soon as the socket closes, as an ASGI server may: the offline
+    # mark must land anyway, every time.
+    key = device_key(client, tenant)
+    for _ in range(10):
+        with connect(client, key) as ws:
+            receive(ws)
+        deadline = time.monotonic() + 5
+        while client.get("/devices/boiler-7", headers=tenant.admin).json()["status"] != "offline":
+            assert time.monotonic() < deadline, "the device was never marked offline"
+            time.sleep(0.02)
+    events = client.call(client.services.redis.xrange, stream_keys.org_events(tenant.org_id))
+    assert [e[1]["e"] for e in events] == ["device.online", "device.offline"] * 10
+
+
 def test_a_large_frame_is_referenced_not_copied_in_the_org_telemetry_stream(client: HubClient, tenant: Tenant) -> None:
     key = device_key(client, tenant)
     count = REFERENCE_OVER_BYTES // 8  # one column of this many float64 is larger than the threshold
