@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Mount, WebSocketRoute
 
 from hub.api import (
     aggregate_routes,
+    alerts_routes,
     api_keys_routes,
     auth_routes,
     commands_routes,
@@ -24,6 +25,7 @@ from hub.api import (
     provisioning_routes,
     readings_routes,
     users_routes,
+    webhooks_routes,
 )
 from hub.api.middleware import RequestGate, error_response
 from hub.bootstrap import bootstrap_organization
@@ -34,6 +36,7 @@ from hub.fanout.endpoint import DashboardSocket
 from hub.fanout.service import Fanout
 from hub.lifecycle import on_drain
 from hub.services import Services, open_redis
+from hub.webhooks.service import Webhooks
 
 __all__ = ["API_PREFIX", "app_from_env", "create_app"]
 
@@ -52,6 +55,8 @@ def api_routes() -> list[BaseRoute]:
         *history_routes.routes,
         *aggregate_routes.routes,
         *commands_routes.routes,
+        *alerts_routes.routes,
+        *webhooks_routes.routes,
         *health_routes.routes,
     ]
 
@@ -73,6 +78,8 @@ def create_app(config: HubConfig) -> Starlette:
             fanout = app.state.fanout = Fanout.from_config(config, ingest.frames_redis, services.authenticator)
             fanout.start()
             ingest.control_listeners.append(fanout.on_control)
+            webhooks = app.state.webhooks = Webhooks(config, redis, node_id=ingest.node_id)
+            await webhooks.start()
             forget_drains = [on_drain(ingest.drain), on_drain(fanout.drain)]
             try:
                 # Lifespan state: uvicorn hands it to hub.websocket_dispatch, which serves the lean paths from it.
@@ -80,6 +87,7 @@ def create_app(config: HubConfig) -> Starlette:
             finally:
                 for forget in forget_drains:
                     forget()
+                await webhooks.stop()
                 await fanout.stop()
                 await ingest.stop()
         finally:

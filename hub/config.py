@@ -84,7 +84,15 @@ class HubConfig:
     dashboard_max_connections: int = 1_000
     dashboard_max_replay: int = 10_000
 
+    # Webhooks: URLs that resolve to private, loopback or link-local addresses are refused unless allowed;
+    # the time one delivery attempt may take; the waits before each retry (comma list of <n>s/m/h/d, ±20%
+    # jitter; attempts = retries + 1); attempts in flight per endpoint; how long a delivery taken by a process
+    # may go untouched before another process takes it over (that process is presumed dead).
     webhook_allow_private: bool = False
+    webhook_timeout_ms: int = 10_000
+    webhook_backoff: str = "10s,1m,5m,15m,30m,1h"
+    webhook_concurrency: int = 4
+    webhook_claim_idle_ms: int = 60_000
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -123,6 +131,11 @@ class HubConfig:
     @property
     def aggregate_retention_ms(self) -> tuple[int, ...]:
         return durations_ms(self.aggregate_retention) or ()
+
+    @property
+    def webhook_backoff_ms(self) -> tuple[int, ...]:
+        """The wait before each retry of a webhook delivery, in ms."""
+        return durations_ms(self.webhook_backoff) or ()
 
     def _check(self) -> None:
         problems: list[str] = []
@@ -173,6 +186,10 @@ class HubConfig:
         need(self.aggregate_lateness_ms >= 0, "aggregate_lateness_ms", "must be at least 0")
         need(self.aggregate_late_horizon_ms >= 0, "aggregate_late_horizon_ms", "must be at least 0")
         need(self.aggregate_idle_timeout_ms >= 1, "aggregate_idle_timeout_ms", "must be at least 1")
+        need(100 <= self.webhook_timeout_ms <= 60_000, "webhook_timeout_ms", "must be 100 to 60000")
+        need(bool(durations_ms(self.webhook_backoff)), "webhook_backoff", "must be a comma list such as 10s,1m,1h")
+        need(1 <= self.webhook_concurrency <= 64, "webhook_concurrency", "must be 1 to 64")
+        need(self.webhook_claim_idle_ms >= 1000, "webhook_claim_idle_ms", "must be at least 1000")
         need(self.log_level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         need(
             bool(self.bootstrap_email) == bool(self.bootstrap_password),

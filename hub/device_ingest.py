@@ -18,6 +18,7 @@ import orjson
 from redis.exceptions import RedisError
 
 from hub import keys
+from hub.alerts.service import Alerts
 from hub.commands.service import Commands, node_channel
 from hub.commands.store import CommandStore
 from hub.config import HubConfig
@@ -49,10 +50,13 @@ class DeviceIngest:
         self.writer = StreamWriter(self.frames_redis, retention=retention)
         self.aggregation = aggregation_policy(config)
         self.limits = FrameLimits(max_frame_bytes=config.max_frame_bytes)
+        # Alert rules, evaluated over what the flusher stores (off the ack path).
+        self.alerts = Alerts(redis, events_retention_ms=retention.events_ms)
         self.flusher = Flusher(
             self.writer,
             policy=FlushPolicy(interval_s=config.flush_interval_ms / 1000),
             aggregation=self.aggregation,
+            alerts=self.alerts.loop,
         )
         # This process, as the registry of device connections names it (commands are routed to it).
         self.node_id = secrets.token_hex(8)
@@ -88,6 +92,7 @@ class DeviceIngest:
         await self.redis.publish(keys.CONTROL_CHANNEL, orjson.dumps(message))
 
     async def start(self) -> None:
+        self.alerts.loop.start()
         self.flusher.start()
         ready = asyncio.Event()
         self._control = asyncio.get_running_loop().create_task(self._listen(ready), name="control-listener")
@@ -104,6 +109,7 @@ class DeviceIngest:
 
     async def stop(self) -> None:
         await self.drain()
+        await self.alerts.loop.stop()
         await self.commands.stop()
         if self._control is not None:
             self._control.cancel()

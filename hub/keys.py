@@ -124,3 +124,74 @@ def command_queue(org_id: str, device_id: str) -> str:
 def command_sequence(org_id: str) -> str:
     """Counter: the organization's command creation sequence."""
     return f"{PREFIX}:{{{org_id}}}:cmdseq"
+
+
+# Webhooks (hub.webhooks). Global: the set of organizations that have webhooks. The delivery queue, the retry
+# schedule and the delivery records share the hash tag {webhooks}: one slot, so one script settles an attempt.
+WEBHOOK_ORGS = f"{PREFIX}:webhook-orgs"
+WEBHOOK_QUEUE = f"{PREFIX}:{{webhooks}}:queue"  # stream: d delivery id; consumer group 'senders'
+WEBHOOK_RETRIES = f"{PREFIX}:{{webhooks}}:retry"  # sorted set: delivery ids by the ms they are due
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    """Hash: org, webhook, type, event, body, attempts, state (pending|delivered|failed|dropped)."""
+    return f"{PREFIX}:{{webhooks}}:delivery:{delivery_id}"
+
+
+def webhook(org_id: str, webhook_id: str) -> str:
+    """Hash: id, url, events (comma list), secret, created_at, created_ms."""
+    return f"{PREFIX}:{{{org_id}}}:webhook:{webhook_id}"
+
+
+def webhooks(org_id: str) -> str:
+    """Sorted set: webhook ids by creation time (ms)."""
+    return f"{PREFIX}:{{{org_id}}}:webhooks"
+
+
+def webhook_log(org_id: str, webhook_id: str) -> str:
+    """Stream: the webhook's delivery attempts (j: the attempt as GET /webhooks/{id}/deliveries shows it)."""
+    return f"{PREFIX}:{{{org_id}}}:whlog:{webhook_id}"
+
+
+def webhook_reader(org_id: str) -> str:
+    """String with a TTL: the process that reads the organization's streams for webhooks (a lease)."""
+    return f"{PREFIX}:{{{org_id}}}:webhook-reader"
+
+
+# Alerts (hub.alerts). The org's alerts stream (the `alerts` channel) is hub.fanout.channels.org_alerts.
+
+
+def alert_rules(org_id: str) -> str:
+    """Hash: rule id -> the rule as JSON, as the API shows it."""
+    return f"{PREFIX}:{{{org_id}}}:alert-rules"
+
+
+def alert_rule_order(org_id: str) -> str:
+    """Sorted set: rule ids by creation (the rules version at creation)."""
+    return f"{PREFIX}:{{{org_id}}}:alert-rules:order"
+
+
+def alert_rules_version(org_id: str) -> str:
+    """Counter: moves with every rule created or deleted; processes re-read the rules when it has moved."""
+    return f"{PREFIX}:{{{org_id}}}:alert-rules:version"
+
+
+def alert_state(org_id: str, rule_id: str) -> str:
+    """Hash: device id -> '<pending since ms>,<open alert id>,<newest ts evaluated>' once the rule's condition
+    has held on the device (both of the first empty when idle again); no field before."""
+    return f"{PREFIX}:{{{org_id}}}:alert-state:{rule_id}"
+
+
+def alert(org_id: str, alert_id: str) -> str:
+    """Hash: one alert."""
+    return f"{PREFIX}:{{{org_id}}}:alert:{alert_id}"
+
+
+def alert_index(org_id: str, status: str = "all") -> str:
+    """Sorted set: alert ids by creation sequence; every alert (``all``) or those in one status."""
+    return f"{PREFIX}:{{{org_id}}}:alert-index:{status}"
+
+
+def alert_sequence(org_id: str) -> str:
+    """Counter: the organization's alert creation sequence."""
+    return f"{PREFIX}:{{{org_id}}}:alert-seq"

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 
 from aggregation import DEFAULT_RESOLUTIONS_MS, ClosedWindows, WindowState
 from ingest import stream_keys
-from ingest.batch import IngestBatch
+from ingest.batch import IngestBatch, stored_samples
 from ingest.frames import Samples
 from ingest.ports import DeviceIdentity
 
@@ -162,14 +162,10 @@ class WindowAggregator:
                 last = befores.get(device_id)
                 if last is None:
                     continue
-                number: int | None = None
-                for seq, samples in zip(pending.seqs, pending.samples, strict=True):
-                    if seq != 0 and seq <= last:
-                        continue
-                    last = max(last, seq)
-                    if samples is not None and len(samples):
-                        if number is None:
-                            number = self.device_id(DeviceIdentity(org_id, device_id))
+                kept = stored_samples(pending, last)
+                if kept:
+                    number = self.device_id(DeviceIdentity(org_id, device_id))
+                    for samples in kept:
                         columns.add(number, self.series_ids(number, samples.names), samples)
         self.add(columns, now_ms=now_ms)
         self.close(now_ms)

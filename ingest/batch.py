@@ -12,7 +12,7 @@ from typing import Protocol
 from ingest.frames import Samples
 from ingest.ports import DeviceIdentity
 
-__all__ = ["AckTarget", "DeviceFrames", "IngestBatch"]
+__all__ = ["AckTarget", "DeviceFrames", "IngestBatch", "stored_samples"]
 
 
 class AckTarget(Protocol):
@@ -34,6 +34,21 @@ class DeviceFrames:
     # so that once the store script says which frames it kept, exactly those are aggregated.
     seqs: list[int] = field(default_factory=list)
     samples: list[Samples | None] = field(default_factory=list)
+
+
+def stored_samples(frames: DeviceFrames, last_before: int) -> list[Samples]:
+    """The samples of the frames the store script kept, in order, given the device's last seq before the write:
+    it replays the script's rule (a frame is stored iff its seq is 0 or above the highest so far), so a resent
+    frame counts exactly when it was stored: once."""
+    kept: list[Samples] = []
+    last = last_before
+    for seq, samples in zip(frames.seqs, frames.samples, strict=True):
+        if seq != 0 and seq <= last:
+            continue
+        last = max(last, seq)
+        if samples is not None and len(samples):
+            kept.append(samples)
+    return kept
 
 
 class IngestBatch:

@@ -7,7 +7,8 @@ and once the frames waiting reach a bound, :meth:`Flusher.room` makes connection
 With aggregation on, each lane also folds the samples it stored into its ``WindowAggregator`` and writes the
 windows that closed in its next round trip; with no batch coming, a tick every ``tick_s`` closes and writes
 what is due (idle devices). A device this lane has not seen yet is rebuilt from Redis first
-(``ingest.aggregate_rebuild``), before its new frames are written.
+(``ingest.aggregate_rebuild``), before its new frames are written. After each write the samples stored also go
+to the process's ``AlertLoop`` (alert rules, evaluated off the ack path).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError
 
 from ingest.aggregate_rebuild import rebuild_device
 from ingest.aggregates import WINDOWS_WRITTEN, AggregationPolicy, WindowAggregator
+from ingest.alert_loop import AlertLoop
 from ingest.batch import AckTarget, IngestBatch
 from ingest.frames import Samples
 from ingest.ports import DeviceIdentity
@@ -75,11 +77,14 @@ class Flusher:
         *,
         policy: FlushPolicy | None = None,
         aggregation: AggregationPolicy | None = None,
+        alerts: AlertLoop | None = None,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
         self.writer = writer
         self.policy = policy or FlushPolicy()
         self.aggregation = aggregation
+        # Told what each write stored, to evaluate the alert rules over it (off the ack path).
+        self.alerts = alerts
         self.clock = clock
         self.lanes = [_Lane(self) for _ in range(max(1, self.policy.lanes))]
         self.waiting_frames = 0
@@ -245,6 +250,12 @@ class _Lane:
                     aggregator.fold(batch, result.last_before, now_ms=now_ms)
                 except Exception:  # a bug here must not stop storing and acking
                     log.exception("aggregating a batch of %d frames failed", batch.frames)
+        alerts = self.flusher.alerts
+        if alerts is not None and batch.frames:
+            try:
+                alerts.submit(batch, result.last_before)
+            except Exception:  # nor here
+                log.exception("queueing a batch of %d frames for alert rules failed", batch.frames)
 
     async def _rebuild_new_devices(self, aggregator: WindowAggregator, batch: IngestBatch) -> None:
         """Rebuild the windows of devices with telemetry in ``batch`` that this lane has not seen yet."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ingest.alert_eval import AlertRule, ConditionSummary
     from ingest.frames import CommandResultFrame
 
-__all__ = ["CommandSink", "DeviceAuthenticator", "DeviceIdentity", "PresenceSink"]
+__all__ = ["AlertRules", "AlertSink", "CommandSink", "DeviceAuthenticator", "DeviceIdentity", "PresenceSink"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +50,23 @@ class CommandSink(Protocol):
     async def connected(self, device: DeviceIdentity) -> None: ...
 
     async def result(self, device: DeviceIdentity, frame: CommandResultFrame) -> tuple[str, str] | None: ...
+
+
+class AlertRules(Protocol):
+    """The organizations' alert rules as this process last read them (rules change rarely).
+
+    ``current``: an organization's rules if the copy is fresh enough to use, else None (refresh first).
+    ``refresh``: re-read the rules of those organizations whose copy is not fresh.
+    """
+
+    def current(self, org_id: str) -> Sequence[AlertRule] | None: ...
+
+    async def refresh(self, org_ids: Collection[str]) -> None: ...
+
+
+class AlertSink(Protocol):
+    """Applies the condition summaries of a flush to the alert state shared by every process (trigger, resolve,
+    one open alert per rule and device). Returns, per organization, the device types it looked up (device id ->
+    type, '' for a device with none), for the caller to narrow later type rules."""
+
+    async def apply(self, summaries: Mapping[str, Sequence[ConditionSummary]]) -> dict[str, dict[str, str]]: ...

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from hub.config import HubConfig
 from tests.support import PASSWORD, HubClient, Tenant, assert_error, bearer
 
 RANK = {"viewer": 1, "operator": 2, "admin": 3}
@@ -30,6 +31,14 @@ class World:
     device_key: str
     user_id: str
     key_id: str
+    rule_id: str = ""
+    webhook_id: str = ""
+
+
+@pytest.fixture
+def config(config: HubConfig) -> HubConfig:
+    """Webhooks here name a closed loopback port, for an event these tests never cause: nothing is sent."""
+    return config.replace(webhook_allow_private=True)
 
 
 def make_world(client: HubClient) -> World:
@@ -42,12 +51,28 @@ def make_world(client: HubClient) -> World:
         "/users", json={"email": "v@org-a.example", "password": PASSWORD, "role": "viewer"}, headers=a.admin
     ).json()
     key = client.post("/api-keys", json={"name": "k", "role": "viewer"}, headers=a.admin).json()
-    return World(a=a, b=b, device_id="boiler-7", device_key=device_key, user_id=user["id"], key_id=key["id"])
+    world = World(a=a, b=b, device_id="boiler-7", device_key=device_key, user_id=user["id"], key_id=key["id"])
+    rule = client.post("/alert-rules", json=ALERT_RULE, headers=a.admin)
+    assert rule.status_code == 201, rule.text
+    world.rule_id = rule.json()["id"]
+    webhook = client.post("/webhooks", json=WEBHOOK, headers=a.admin)
+    assert webhook.status_code == 201, webhook.text
+    world.webhook_id = webhook.json()["id"]
+    return world
+
+
+ALERT_RULE = {"name": "hot", "metric": "temp", "op": "gt", "threshold": 80, "severity": "major"}
+WEBHOOK = {"url": "http://127.0.0.1:9/access-matrix", "events": ["aggregation.completed"]}
 
 
 def calls(world: World) -> list[Call]:
     dev = f"/devices/{world.device_id}"
     return [
+        Call("GET", "/alert-rules", None, "viewer"),
+        Call("GET", f"/alert-rules/{world.rule_id}", None, "viewer"),
+        Call("POST", "/alert-rules", ALERT_RULE, "operator"),
+        Call("GET", "/alerts", None, "viewer"),
+        Call("DELETE", f"/alert-rules/{world.rule_id}", None, "operator"),
         Call("GET", "/devices", None, "viewer"),
         Call("GET", dev, None, "viewer"),
         Call("POST", "/devices", {"name": "new", "type": "t"}, "operator"),
@@ -61,6 +86,10 @@ def calls(world: World) -> list[Call]:
         Call("POST", "/api-keys", {"name": "n", "role": "viewer"}, "admin"),
         Call("DELETE", f"/api-keys/{world.key_id}", None, "admin"),
         Call("DELETE", f"/users/{world.user_id}", None, "admin"),
+        Call("GET", "/webhooks", None, "admin"),
+        Call("POST", "/webhooks", WEBHOOK, "admin"),
+        Call("GET", f"/webhooks/{world.webhook_id}/deliveries", None, "admin"),
+        Call("DELETE", f"/webhooks/{world.webhook_id}", None, "admin"),
         Call("DELETE", dev, None, "operator"),
     ]
 
@@ -103,15 +132,17 @@ def snapshot(client: HubClient, tenant: Tenant) -> dict[str, Any]:
         "device": client.get("/devices/boiler-7", headers=tenant.admin).json(),
         "users": client.get("/users", headers=tenant.admin).json(),
         "keys": client.get("/api-keys", headers=tenant.admin).json(),
+        "alert_rules": client.get("/alert-rules", headers=tenant.admin).json(),
+        "webhooks": client.get("/webhooks", headers=tenant.admin).json(),
     }
 
 
 def test_other_tenants_resources_are_404_and_unchanged(client: HubClient) -> None:
     world = make_world(client)
     before = snapshot(client, world.a)
-    ids = (world.device_id, world.user_id, world.key_id)
+    ids = (world.device_id, world.user_id, world.key_id, world.rule_id, world.webhook_id)
     foreign = [c for c in calls(world) if any(i in c.path for i in ids)]
-    assert len(foreign) == 7
+    assert len(foreign) == 11
     for call in foreign:
         assert_error(send(client, call, world.b.admin), 404, "not_found")
     assert snapshot(client, world.a) == before
@@ -121,6 +152,7 @@ def test_other_tenants_resources_are_404_and_unchanged(client: HubClient) -> Non
     assert client.get("/devices", headers=world.b.admin).json()["meta"]["total"] == 0
     assert client.get("/users", headers=world.b.admin).json()["meta"]["total"] == 1
     assert client.get("/api-keys", headers=world.b.admin).json()["meta"]["total"] == 0
+    assert client.get("/webhooks", headers=world.b.admin).json()["meta"]["total"] == 0
 
 
 def test_device_ids_are_unique_per_org_not_across_orgs(client: HubClient) -> None:
