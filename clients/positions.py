@@ -1,0 +1,123 @@
+"""Where a dashboard subscription has read to (API.md §5 recovery), and which channels a pattern matches; no I/O.
+
+A subscription reads one stream or several. Its reply's ``offset`` and ``epoch`` are then plain, or
+*composite*: ``label=value`` parts joined by ``,``, one per stream, the label being a channel's levels after
+the device id (``telemetry``, ``aggregates/1m``, ``events``, ``commands``; ``alerts`` for alerts). Per stream
+a :class:`Position` keeps the epoch, the offset the reply covered, and the offset of the last message read.
+Resuming sends, per stream, the last message read (or, when none was, what the reply covered), so the hub
+replays exactly what came after: no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Position", "channel_label", "matches", "offset_key"]
+
+_PARTS = ","
+_LABEL = "="
+
+
+def matches(pattern: str, channel: str) -> bool:
+    """MQTT matching: ``+`` is one level, ``#`` (last) the rest."""
+    levels = channel.split("/")
+    for index, level in enumerate(pattern.split("/")):
+        if level == "#":
+            return True
+        if index >= len(levels) or (level != "+" and level != levels[index]):
+            return False
+    return len(pattern.split("/")) == len(levels)
+
+
+def channel_label(channel: str) -> str:
+    """A channel's stream label in composite positions: its levels after the device id (``alerts`` as is)."""
+    levels = channel.split("/")
+    return "/".join(levels[2:]) if levels[0] == "devices" and len(levels) > 2 else channel
+
+
+def offset_key(offset: str) -> tuple[int, int]:
+    """An offset (a Redis stream id, ``<ms>-<n>``) as something that orders."""
+    ms, _, serial = offset.partition("-")
+    return int(ms), int(serial or 0)
+
+
+def _split(text: str) -> dict[str, str]:
+    if _LABEL not in text:
+        return {"": text}
+    return dict(part.split(_LABEL, 1) for part in text.split(_PARTS))
+
+
+def _join(parts: dict[str, str]) -> str:
+    if list(parts) == [""]:
+        return parts[""]
+    return _PARTS.join(f"{label}{_LABEL}{value}" for label, value in sorted(parts.items()))
+
+
+@dataclass(slots=True)
+class _Stream:
+    epoch: str
+    covered: str
+    read: str | None = None
+
+    @property
+    def resume_at(self) -> str:
+        return self.read if self.read is not None else self.covered
+
+
+class Position:
+    """Per stream of one subscription: its epoch, the offset its reply covered and the last offset read."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, _Stream] = {}
+
+    @property
+    def known(self) -> bool:
+        return bool(self._streams)
+
+    @classmethod
+    def from_since(cls, offset: str, epoch: str) -> Position:
+        """A position a caller kept (``since``): everything up to it was read."""
+        position = cls()
+        epochs = _split(epoch)
+        for label, value in _split(offset).items():
+            if label in epochs:
+                position._streams[label] = _Stream(epochs[label], value, value)
+        return position
+
+    def replied(self, offset: str, epoch: str, *, recovered: bool) -> None:
+        """A subscribe reply. Recovered: what was read stands and the hub replays what follows it. Not
+        recovered (or first subscribed): reading starts after what the reply covered."""
+        epochs = _split(epoch)
+        streams: dict[str, _Stream] = {}
+        for label, covered in _split(offset).items():
+            before = self._streams.get(label)
+            read = before.read if recovered and before is not None and before.epoch == epochs.get(label) else None
+            streams[label] = _Stream(epochs.get(label, ""), covered, read)
+        self._streams = streams
+
+    def has_epoch(self, channel: str, epoch: str) -> bool:
+        stream = self._streams.get(self._label(channel))
+        return stream is not None and stream.epoch == epoch
+
+    def advance(self, channel: str, offset: str, epoch: str) -> bool:
+        """A message arrived; False when it is older than one already read (a duplicate, to drop). A new epoch
+        (the stream's history was lost and begun again) starts that stream over."""
+        label = self._label(channel)
+        stream = self._streams.get(label)
+        if stream is None or stream.epoch != epoch:
+            self._streams[label] = _Stream(epoch, offset, offset)
+            return True
+        if stream.read is not None and offset_key(offset) < offset_key(stream.read):
+            return False
+        stream.read = offset
+        return True
+
+    def since(self) -> dict[str, str]:
+        """The ``since`` that resumes right after what was read."""
+        return {
+            "offset": _join({label: s.resume_at for label, s in self._streams.items()}),
+            "epoch": _join({label: s.epoch for label, s in self._streams.items()}),
+        }
+
+    def _label(self, channel: str) -> str:
+        return "" if list(self._streams) == [""] else channel_label(channel)
