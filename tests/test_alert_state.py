@@ -241,6 +241,42 @@ async def test_deleting_a_rule_resolves_its_open_alerts_and_stops_it(
     assert len(await all_alerts(alerts)) == 3
 
 
+async def test_deleting_a_device_resolves_its_open_alerts_and_drops_its_state(
+    alerts: AlertStore, rules: AlertRuleStore, redis: Any
+) -> None:
+    rule = await make_rule(rules)
+    other = await make_rule(rules, threshold=10.0, for_s=60)
+    await feed(alerts, rule, [("a", 1000, 99.0), ("b", 1000, 99.0)])
+    await feed(alerts, other, [("a", 1000, 99.0)])  # pending only: state, no alert
+    (a_alert,) = [a for a in await all_alerts(alerts) if a["device_id"] == "a"]
+    assert (await alerts.acknowledge(ORG, a_alert["id"])).made
+    alerts.clock = lambda: 1_763_800_000_123
+    assert await alerts.device_deleted(ORG, "a") == 1
+    statuses = {(a["rule_id"], a["device_id"]): a for a in await all_alerts(alerts)}
+    assert statuses[rule.id, "a"]["status"] == "resolved" and statuses[rule.id, "b"]["status"] == "active"
+    assert statuses[rule.id, "a"]["resolved_at"] == iso_ms(1_763_800_000_123)
+    assert statuses[rule.id, "a"]["acknowledged_at"] is not None
+    assert await redis.hkeys(keys.alert_state(ORG, rule.id)) == ["b"]
+    assert not await redis.exists(keys.alert_state(ORG, other.id))
+    assert await redis.zrange(keys.alert_index(ORG, "acknowledged"), 0, -1) == []
+    events = [(f["e"], f["d"]) for _, f in await redis.xrange(stream_keys.org_events(ORG))]
+    assert events == [
+        ("alert.triggered", "a"),
+        ("alert.triggered", "b"),
+        ("alert.acknowledged", "a"),
+        ("alert.resolved", "a"),
+    ]
+    channel = orjson.loads((await redis.xrange(org_alerts(ORG)))[-1][1]["p"])
+    assert channel == {**statuses[rule.id, "a"], "type": "alert.resolved"}
+    assert await alerts.device_deleted(ORG, "a") == 0  # again, or a device never seen: nothing changes
+    assert await alerts.device_deleted(ORG, "never") == 0
+    assert len(await redis.xrange(stream_keys.org_events(ORG))) == len(events)
+    # A device with the same id starts from no state: even a sample older than the last one seen counts.
+    await feed(alerts, rule, [("a", 500, 99.0)])
+    fresh = [a for a in await all_alerts(alerts, "active") if a["device_id"] == "a"]
+    assert [a["triggered_at"] for a in fresh] == [iso_ms(500)]
+
+
 async def test_only_the_newest_resolved_alerts_are_kept(
     alerts: AlertStore, rules: AlertRuleStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from hub import keys
 from hub.clock import iso_ms
 from tests.conftest import TIMEOUT
 from tests.support import API, HubClient, Tenant, assert_error, bearer
@@ -166,6 +167,71 @@ def test_deleting_a_rule_resolves_its_alerts_and_stops_evaluation(client: HubCli
     reading(client, tenant, "boiler-7", T0 + 2000, temp=99)
     wait_alerts(client, tenant, marker["id"], "active")
     assert alerts_of(client, tenant, rule["id"]) == [resolved]
+
+
+def test_deleting_a_device_resolves_its_open_alerts_and_clears_its_state(
+    client: HubClient, tenant: Tenant, sync_redis: Any
+) -> None:
+    for device_id in ("boiler-1", "boiler-2", "boiler-3"):
+        client.post("/devices", json={"id": device_id, "name": "B", "type": "boiler"}, headers=tenant.admin)
+    rule = make_rule(client, tenant)
+    other = make_rule(client, tenant, name="warm", threshold=50, severity="minor")
+    rival = client.new_tenant("rival")
+    client.post("/devices", json={"id": "boiler-1", "name": "theirs", "type": "boiler"}, headers=rival.admin)
+    theirs = make_rule(client, rival)
+    reading(client, tenant, "boiler-1", T0, temp=99)
+    reading(client, tenant, "boiler-2", T0, temp=99)
+    reading(client, tenant, "boiler-3", T0, temp=99)  # stays: its alerts are untouched
+    reading(client, rival, "boiler-1", T0, temp=99)
+    wait_alerts(client, tenant, rule["id"], "active", 3)
+    wait_alerts(client, tenant, other["id"], "active", 3)
+    (rival_alert,) = wait_alerts(client, rival, theirs["id"], "active")
+    opened = {(a["rule_id"], a["device_id"]): a for a in alerts_of(client, tenant, rule["id"], "active")}
+    opened |= {(a["rule_id"], a["device_id"]): a for a in alerts_of(client, tenant, other["id"], "active")}
+    for rule_id in (rule["id"], other["id"]):
+        acked = client.post(f"/alerts/{opened[rule_id, 'boiler-2']['id']}/ack", headers=tenant.admin)
+        assert acked.status_code == 200, acked.text
+    gone = {alert["id"] for (_, device), alert in opened.items() if device != "boiler-3"}
+    with dashboard(client, tenant.admin_token) as board, dashboard(client, rival.admin_token) as rival_board:
+        assert ask(board, {"op": "subscribe", "id": 1, "channel": "alerts"})["type"] == "reply"
+        assert ask(rival_board, {"op": "subscribe", "id": 1, "channel": "alerts"})["type"] == "reply"
+        for device_id in ("boiler-1", "boiler-2"):
+            assert client.delete(f"/devices/{device_id}", headers=tenant.admin).status_code == 204
+        messages = [next_message(board)["data"] for _ in gone]
+        assert {m["id"] for m in messages} == gone and {m["type"] for m in messages} == {"alert.resolved"}
+        # The rival's channel saw nothing of it: the first thing it receives is its own next change.
+        acked = client.post(f"/alerts/{rival_alert['id']}/ack", headers=rival.admin)
+        assert next_message(rival_board)["data"] == {**acked.json(), "type": "alert.acknowledged"}
+    for message in messages:
+        assert message["status"] == "resolved" and message["resolved_at"]
+        assert client.get(f"/alerts/{message['id']}", headers=tenant.admin).json() == {
+            k: v for k, v in message.items() if k != "type"
+        }
+        assert (message["acknowledged_at"] is not None) == (message["device_id"] == "boiler-2")
+    active = client.get("/alerts?status=active", headers=tenant.admin).json()["data"]
+    assert sorted(a["id"] for a in active) == sorted(opened[r, "boiler-3"]["id"] for r in (rule["id"], other["id"]))
+    assert client.get("/alerts?status=acknowledged", headers=tenant.admin).json()["data"] == []
+    events = client.get("/events?type=alert.resolved", headers=tenant.admin).json()["data"]
+    assert {e["data"]["alert_id"] for e in events} == gone
+    assert {e["device_id"] for e in events} == {"boiler-1", "boiler-2"}
+    for rule_id in (rule["id"], other["id"]):
+        state = sync_redis.hgetall(keys.alert_state(tenant.org_id, rule_id))
+        assert list(state) == ["boiler-3"]
+    # Another organization's alert of a device with the same id is untouched.
+    assert client.get(f"/alerts/{rival_alert['id']}", headers=rival.admin).json()["status"] == "acknowledged"
+    assert [e["type"] for e in client.get("/events", headers=rival.admin).json()["data"]] == [
+        "alert.triggered",
+        "alert.acknowledged",
+    ]
+    assert list(sync_redis.hgetall(keys.alert_state(rival.org_id, theirs["id"]))) == ["boiler-1"]
+    # Deleting again is 404 and resolves nothing more.
+    assert_error(client.delete("/devices/boiler-1", headers=tenant.admin), 404, "not_found")
+    assert len(client.get("/events?type=alert.resolved", headers=tenant.admin).json()["data"]) == len(gone)
+    # Re-created with the same id, the device starts from no state: a sample over the threshold opens a new alert.
+    client.post("/devices", json={"id": "boiler-1", "name": "B", "type": "boiler"}, headers=tenant.admin)
+    reading(client, tenant, "boiler-1", T0 + 1000, temp=99)
+    fresh = [a for a in wait_alerts(client, tenant, rule["id"], "active", 2) if a["device_id"] == "boiler-1"]
+    assert len(fresh) == 1 and fresh[0]["id"] not in gone and fresh[0]["triggered_at"] == iso_ms(T0 + 1000)
 
 
 def test_rules_list_and_validation(client: HubClient, tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ fields), in the same script: what REST shows, dashboards and webhooks see alike.
 
 from __future__ import annotations
 
-__all__ = ["ACK", "APPLY", "CREATE_RULE", "DELETE_RULE"]
+__all__ = ["ACK", "APPLY", "CREATE_RULE", "DELETE_DEVICE", "DELETE_RULE"]
 
 _COMMON = """
 local rules_key, stream, events, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -249,6 +249,27 @@ for i = 2, #flat, 2 do
   if alert and alert ~= '' and resolve(alert, now) then resolved = resolved + 1 end
 end
 redis.call('DEL', state_key)
+return resolved
+"""
+)
+
+# ARGV[5]: device id, ARGV[6]: now (ms). The device is gone: its open alert of every rule is resolved now and its
+# field leaves every rule's state hash (state hashes exist only for the rules in the rules hash: APPLY writes one
+# only for a rule it finds there, DELETE_RULE drops it). Returns the number of alerts resolved.
+DELETE_DEVICE = (
+    _COMMON
+    + """
+local device, now = ARGV[5], tonumber(ARGV[6])
+local resolved = 0
+for _, rule_id in ipairs(redis.call('HKEYS', rules_key)) do
+  local state_key = state_prefix .. rule_id
+  local raw = redis.call('HGET', state_key, device)
+  if raw then
+    local alert = string.match(raw, '^[^,]*,([^,]*),')
+    if alert and alert ~= '' and resolve(alert, now) then resolved = resolved + 1 end
+    redis.call('HDEL', state_key, device)
+  end
+end
 return resolved
 """
 )

@@ -4,7 +4,8 @@ Keys (all in the organization's hash slot; built in hub/keys.py): ``alert:<id>``
 ``alert-index:{all,active,acknowledged,resolved}`` (sorted sets by creation sequence ``alert-seq``); the state of
 each (rule, device) whose condition has held in ``alert-state:<rule>`` (device -> pending since, open alert,
 newest ts seen; hub.alerts.scripts.APPLY); the ``alerts`` stream (the dashboard channel) and the event log. At
-most ``MAX_RESOLVED`` resolved alerts are kept per organization, the oldest dropped first.
+most ``MAX_RESOLVED`` resolved alerts are kept per organization, the oldest dropped first. Deleting a device
+(``device_deleted``) resolves its open alerts at once and drops its state, as deleting a rule does.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class AlertStore:
         self.clock = clock
         self._apply = redis.register_script(scripts.APPLY)
         self._ack = redis.register_script(scripts.ACK)
+        self._delete_device = redis.register_script(scripts.DELETE_DEVICE)
 
     def common_args(self, org_id: str) -> list[Any]:
         """ARGV[1..4] of every alert script."""
@@ -151,6 +153,15 @@ class AlertStore:
     async def acknowledge(self, org_id: str, alert_id: str) -> AckResult:
         reply = await self._ack(keys=script_keys(org_id), args=[*self.common_args(org_id), alert_id, self.clock()])
         return AckResult(reply)
+
+    async def device_deleted(self, org_id: str, device_id: str) -> int:
+        """The device was deleted: resolve its open alerts now (``alert.resolved``) and drop its state in every
+        rule, in one script; how many alerts were resolved. Changes nothing for a device with no alert state."""
+        return int(
+            await self._delete_device(
+                keys=script_keys(org_id), args=[*self.common_args(org_id), device_id, self.clock()]
+            )
+        )
 
     async def get(self, org_id: str, alert_id: str) -> dict[str, str] | None:
         found: dict[str, str] = await self.redis.hgetall(keys.alert(org_id, alert_id))

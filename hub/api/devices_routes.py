@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hub.alerts.service import Alerts
 from hub.api import device_schemas as ds
 from hub.api.http import JSONResponse, json_body, offset_page, page_params, raw_body, require_role
 from hub.api.idempotency import IDEMPOTENCY_KEY_PARAM, idempotent
@@ -16,7 +17,7 @@ from hub.api.schemas import offset_list
 from hub.api.spec import operation
 from hub.api.validation import BodyReader
 from hub.auth.principal import Role
-from hub.errors import ValidationFailed
+from hub.errors import NotFound, ValidationFailed
 from hub.registry.devices import DEVICE_ID_PATTERN, DEVICE_TYPE_PATTERN, EDITABLE_FIELDS, STATUSES, DeviceFields
 from hub.services import Services
 
@@ -139,11 +140,20 @@ async def _update(request: Request) -> JSONResponse:
     tag="devices",
     responses={204: None},
     errors=(403, 404),
+    description="Its open alerts are resolved now (`alert.resolved`).",
 )
 async def delete_device(request: Request) -> Response:
     principal = require_role(request, Role.OPERATOR)
     services: Services = request.app.state.services
-    await services.devices.delete(principal.org_id, request.path_params["device_id"])
+    alerts: Alerts = request.app.state.device_ingest.alerts
+    device_id: str = request.path_params["device_id"]
+    try:
+        await services.devices.delete(principal.org_id, device_id)
+    except NotFound:
+        # Also for a device that is gone: a DELETE retried after failing between the two writes finishes the job.
+        await alerts.store.device_deleted(principal.org_id, device_id)
+        raise
+    await alerts.store.device_deleted(principal.org_id, device_id)
     return Response(status_code=204)
 
 
