@@ -8,7 +8,6 @@ on any process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from ingest.gateway import DeviceGateway, GatewaySettings
 from ingest.limits import FrameLimits
 from ingest.ports import DeviceIdentity
 from ingest.stream_writer import Retention, StreamWriter
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["DeviceIngest", "DeviceSocket"]
 
@@ -111,10 +111,7 @@ class DeviceIngest:
         await self.drain()
         await self.alerts.loop.stop()
         await self.commands.stop()
-        if self._control is not None:
-            self._control.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._control
+        await cancel_and_wait([self._control])
         await self.frames_redis.aclose()
 
     async def _listen(self, ready: asyncio.Event) -> None:

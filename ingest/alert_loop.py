@@ -18,7 +18,6 @@ them (the frames are stored; the next samples of the device are evaluated as usu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +31,7 @@ from ingest.alert_eval import ConditionSummary, SampleTable, evaluate
 from ingest.batch import IngestBatch, stored_samples
 from ingest.frames import Samples
 from ingest.ports import AlertRules, AlertSink
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["AlertLoop"]
 
@@ -94,9 +94,7 @@ class AlertLoop:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
         except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             dropped = _samples(self._queue) + _samples(self._taken)
             SAMPLES_DROPPED.inc(dropped)
             log.error("shutdown: alerts of %d stored samples not evaluated (Redis down?)", dropped)

@@ -33,6 +33,7 @@ from hub.redis_client import StrRedis
 from ingest.frames import CommandResultFrame
 from ingest.ports import DeviceIdentity
 from ingest.session import DeviceSession
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["NODE_TTL_MS", "Commands"]
 
@@ -88,11 +89,7 @@ class Commands:
         ]
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._pending]:
-            task.cancel()
-        for task in [*self._tasks, *self._pending]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*self._tasks, *self._pending])
         with contextlib.suppress(RedisError, OSError):
             await self.redis.zrem(NODES, self.node_id)
 

@@ -148,10 +148,10 @@ class DashboardSocket:
                     break
                 await session.handle(message.get("bytes") or message.get("text") or b"")
         finally:
-            await fanout.end(session, lease)
             if not writer.done():
                 outbox.close(GOING_AWAY, "")
                 writer.cancel()
+            await fanout.end(session, lease)
             await asyncio.gather(writer, return_exceptions=True)
 
 

@@ -10,7 +10,6 @@ a crash does not hold places for ever. The script reads Redis's clock, so the ho
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
@@ -21,6 +20,7 @@ from redis.exceptions import RedisError
 
 from hub.auth.principal import Principal
 from ingest.stream_keys import PREFIX
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["ConnectionLimiter", "Lease"]
 
@@ -74,10 +74,7 @@ class ConnectionLimiter:
         self._task = asyncio.get_running_loop().create_task(self._renew_forever(), name="dashboard-leases")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     async def admit(self, principal: Principal) -> Lease | None:
         """A lease for one more connection of ``principal``'s credential; None when it has ``limit`` already."""

@@ -27,6 +27,7 @@ from hub.fanout.channels import Source
 from hub.fanout.registry import Hub
 from ingest import stream_keys
 from ingest.codec import FrameError
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["Node"]
 
@@ -61,11 +62,7 @@ class Node:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fanout-reader")
 
     async def stop(self) -> None:
-        for task in (self._task, self._waking):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait([self._task, self._waking])
         with contextlib.suppress(RedisError, OSError):
             await self.broker.redis.delete(self.wake_key)
 

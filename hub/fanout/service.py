@@ -67,6 +67,7 @@ class Fanout:
         self._retention = retention or {}
         self.sessions: set[DashboardSession] = set()
         self._expiries: dict[DashboardSession, asyncio.TimerHandle] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
         self.accepting = True
 
     @classmethod
@@ -180,4 +181,9 @@ class Fanout:
         if expiry is not None:
             expiry.cancel()
         if lease is not None:
-            await self.limiter.release(lease)
+            # In a task of its own: the place is given back even when the connection's task is cancelled (an ASGI
+            # server may cancel the app as soon as the socket is gone).
+            releasing = asyncio.get_running_loop().create_task(self.limiter.release(lease))
+            self._releasing.add(releasing)
+            releasing.add_done_callback(self._releasing.discard)
+            await asyncio.shield(releasing)

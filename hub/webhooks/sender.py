@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from hub.webhooks.queue import DeliveryQueue, Taken
 from hub.webhooks.signing import signature_header
 from hub.webhooks.ssrf import Refused, UrlGuard
 from hub.webhooks.store import WebhookStore
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["DeliverySender", "SenderSettings"]
 
@@ -116,7 +117,7 @@ class DeliverySender:
 
     async def stop(self) -> None:
         self.running = False
-        await cancel_all(list(self._workers))
+        await cancel_and_wait(list(self._workers))
         held = [job.taken for job in self.held.values()]
         self.held.clear()
         with contextlib.suppress(RedisError, OSError):
@@ -243,16 +244,3 @@ async def every(period_s: float, work: Callable[[], Awaitable[Any]], what: str, 
         except Exception:
             log.exception("webhooks: %s failed", what)
         await asyncio.sleep(period_s)
-
-
-async def cancel_all(tasks: Iterable[asyncio.Task[Any]], *, rounds: int = 40, wait_s: float = 0.25) -> None:
-    """Cancel ``tasks`` and wait for them, cancelling again those still running: redis-py (8.1) sometimes
-    swallows a cancellation that arrives while a command completes, so one cancel is not enough."""
-    pending = {task for task in tasks if not task.done()}
-    for _ in range(rounds):
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=wait_s)
-    log.warning("webhooks: %d tasks did not stop", len(pending))

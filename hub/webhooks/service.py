@@ -16,10 +16,11 @@ from hub.config import HubConfig
 from hub.redis_client import StrRedis, open_pool_client
 from hub.webhooks.matcher import EventMatcher
 from hub.webhooks.queue import DeliveryQueue
-from hub.webhooks.sender import PROMOTE_S, DeliverySender, SenderSettings, cancel_all, every
+from hub.webhooks.sender import PROMOTE_S, DeliverySender, SenderSettings, every
 from hub.webhooks.ssrf import UrlGuard
 from hub.webhooks.store import WebhookStore
 from ingest.aggregates import resolution_label
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["Webhooks"]
 
@@ -83,7 +84,7 @@ class Webhooks:
     async def stop(self) -> None:
         self.matcher.running = False
         self.sender.running = False
-        await cancel_all(self._tasks)
+        await cancel_and_wait(self._tasks)
         await self.sender.stop()
         await self.matcher.release_leases()
         await self.streams_redis.aclose()
