@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import show_written
+
 __all__ = ["run"]
 
 SINGLE_THREAD_ENV = {
@@ -397,9 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.runs, args.seconds)
     command = shlex.join(["python", "-m", "benchmarks", "aggregate-kernel", *(sys.argv[2:] if argv is None else argv)])
     files = write_results(result, args.results_dir, command)
-    print(files["md"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    show_written(files)
     return 0
 
 

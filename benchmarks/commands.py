@@ -54,6 +54,7 @@ from benchmarks.harness import DEFAULT_RESULTS_DIR, summarize
 from benchmarks.loadgen import LoadSession, raise_open_files_limit
 from benchmarks.loadrun import _cpu_by_pid
 from benchmarks.recovery_clients import open_connection
+from benchmarks.report import show_written
 from benchmarks.servers import RunningTarget
 
 __all__ = ["CommandMismatch", "CommandsOptions", "main", "percentile", "run"]
@@ -360,9 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     command = shlex.join(["python", "-m", "benchmarks", "commands", *(sys.argv[1:] if argv is None else argv)])
     files = write_results(result, args.results_dir, command)
-    print(files["md"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    show_written(files)
     return 0
 
 

@@ -55,6 +55,7 @@ from benchmarks.fanout_peers import device_ids
 from benchmarks.harness import CPUS, DEFAULT_RESULTS_DIR, summarize
 from benchmarks.loadgen import raise_open_files_limit
 from benchmarks.loadrun import PACKAGE_ROOT
+from benchmarks.report import show_written
 
 __all__ = ["KINDS", "TARGETS", "ConnectionsOptions", "main", "run"]
 
@@ -351,9 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(options)
     command = shlex.join(["python", "-m", "benchmarks", "connections", *(sys.argv[1:] if argv is None else argv)])
     files = write_results(result, args.results_dir, command)
-    print(files["md"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    show_written(files)
     return 0 if all(t["runs"] and "error" not in t for t in result["targets"]) else 1
 
 

@@ -45,6 +45,7 @@ from benchmarks import fanout_peers
 from benchmarks.fanout_report import write_results
 from benchmarks.fanout_run import LoadGenerator, LoadShape, load_generator
 from benchmarks.harness import DEFAULT_RESULTS_DIR, summarize
+from benchmarks.report import show_written
 
 __all__ = ["FanoutOptions", "Search", "main", "run", "search"]
 
@@ -402,9 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(options)
     command = shlex.join(["python", "-m", "benchmarks", "fanout", *(sys.argv[2:] if argv is None else argv)])
     files = write_results(result, args.results_dir, command)
-    print(files["md"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    show_written(files)
     return 0 if all(t["runs"] for t in result["targets"]) else 1
 
 

@@ -53,6 +53,7 @@ from benchmarks.query_load import (
     truth,
 )
 from benchmarks.query_report import write_results
+from benchmarks.report import show_written
 
 __all__ = ["WrongAnswers", "main", "run"]
 
@@ -242,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     command = shlex.join(["python", "-m", "benchmarks", "query", *(sys.argv[2:] if argv is None else argv)])
     files = write_results(result, args.results_dir, command)
-    print(files["md"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    show_written(files)
     return 0
 
 

@@ -58,6 +58,7 @@ from benchmarks.loadgen import LoadSession, raise_open_files_limit
 from benchmarks.loadrun import _cpu_by_pid
 from benchmarks.recovery_clients import CountedDevice, Received, RecordingDashboard, frame_book, open_connection
 from benchmarks.recovery_report import write_results
+from benchmarks.report import show_written
 from benchmarks.servers import RunningTarget
 from hub.fanout.broker import offset_key
 
@@ -456,9 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     command = shlex.join(["python", "-m", "benchmarks", "recovery", *(sys.argv[1:] if argv is None else argv)])
     files = write_results(result, args.results_dir, command)
-    print(files["md"].read_text())
-    for kind, path in files.items():
-        print(f"{kind}: {path}")
+    show_written(files)
     return 0
 
 

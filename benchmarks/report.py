@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks.workloads import WORKLOADS, Figure
 
-__all__ = ["markdown", "ratios", "write"]
+__all__ = ["markdown", "ratios", "show_written", "write"]
 
 DASH = "\N{EN DASH}"
 
@@ -232,3 +232,10 @@ def save(
         shutil.copyfile(path, latest)
         paths[f"latest_{kind}"] = latest
     return paths
+
+
+def show_written(files: dict[str, Path]) -> None:
+    """Print the Markdown table just written, then where every file went."""
+    print(files["md"].read_text())
+    for kind, path in files.items():
+        print(f"{kind}: {path}")
