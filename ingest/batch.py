@@ -22,14 +22,21 @@ class AckTarget(Protocol):
         """``count`` more of this target's frames are stored, the highest of them numbered ``seq``."""
 
 
+# A frame larger than this (a columns frame, mostly) goes to the store script as an argument of its own rather
+# than inside the batch's one MessagePack argument: neither packed by the hub nor unpacked by Redis.
+LARGE_FRAME_BYTES = 4096
+
+
 @dataclass(slots=True)
 class DeviceFrames:
     """One device's frames in a batch, already laid out as the store script reads them: per frame its seq
-    (as text: Lua prints large numbers in exponent form), kind, binary flag (``b"1"``/``b"0"``) and bytes."""
+    (as text: Lua prints large numbers in exponent form), kind, binary flag (``b"1"``/``b"0"``) and bytes, or
+    for a large frame its number (from 1) in ``large``."""
 
     count: int = 0
     size: int = 0
-    wire: list[str | bytes] = field(default_factory=list)
+    wire: list[str | bytes | int] = field(default_factory=list)
+    large: list[bytes] = field(default_factory=list)
     # Per frame, in the same order: its seq and its telemetry samples (None for events and command results),
     # so that once the store script says which frames it kept, exactly those are aggregated.
     seqs: list[int] = field(default_factory=list)
@@ -81,7 +88,11 @@ class IngestBatch:
             pending = devices[device.device_id] = DeviceFrames()
         pending.count += 1
         pending.size += len(raw)
-        pending.wire += (str(seq), kind, b"1" if binary else b"0", raw)
+        if len(raw) > LARGE_FRAME_BYTES:
+            pending.large.append(raw)
+            pending.wire += (str(seq), kind, b"1" if binary else b"0", len(pending.large))
+        else:
+            pending.wire += (str(seq), kind, b"1" if binary else b"0", raw)
         pending.seqs.append(seq)
         pending.samples.append(samples)
         self.frames += 1

@@ -35,13 +35,17 @@ CHUNK_BYTES = 32 * 1024 * 1024
 # stream holds their device stream id (field 'r') instead of a second copy (field 'f'). A 40 KB frame costs
 # Redis about 95 µs per XADD with AOF on this machine (see docs/performance.md).
 REFERENCE_OVER_BYTES = 4096
+# ARGV of the store script before its large frames: three minimum ids, REFERENCE_OVER_BYTES, the packed array.
+_FIRST_LARGE_ARG = 5
 
 # KEYS: last-seq hash, org telemetry stream, org event stream, then per device its frame and event streams.
 # ARGV: minimum ids (ms) for frames, org telemetry and events; the size above which a frame is referenced
 # rather than copied in the org telemetry stream (REFERENCE_OVER_BYTES); then one MessagePack array (one argument, so
 # a batch of thousands of frames costs the client one bulk string to send and Redis one to parse): per
-# device its id and frame count, then per frame its seq (text), kind, binary flag and bytes. Returns the
-# number of frames stored, then per device (in the order given) its last seq before this call, as text.
+# device its id, frame count and where its large frames start in ARGV, then per frame its seq (text), kind,
+# binary flag and bytes, or for a large frame (ingest.batch.LARGE_FRAME_BYTES) its number n: the bytes are
+# ARGV[start + n], passed as they are. Returns the number of frames stored, then per device (in the order
+# given) its last seq before this call, as text.
 _STORE_FRAMES = """
 local seqs, org_telemetry, org_events = KEYS[1], KEYS[2], KEYS[3]
 local frames_min, telemetry_min, events_min = ARGV[1], ARGV[2], ARGV[3]
@@ -50,8 +54,8 @@ local wire = cmsgpack.unpack(ARGV[5])
 local a, k, stored = 1, 4, 0
 local before = {}
 while a <= #wire do
-  local device, count = wire[a], wire[a + 1]
-  a = a + 2
+  local device, count, large_from = wire[a], wire[a + 1], wire[a + 2]
+  a = a + 3
   local frames_key, events_key = KEYS[k], KEYS[k + 1]
   k = k + 2
   local last_text = redis.call('HGET', seqs, device) or '0'
@@ -63,6 +67,7 @@ while a <= #wire do
     local seq_text, kind, binary, raw = wire[a], wire[a + 1], wire[a + 2], wire[a + 3]
     local seq = tonumber(seq_text)
     a = a + 4
+    if type(raw) == 'number' then raw = ARGV[large_from + raw] end
     if seq == 0 or seq > last then
       local id = redis.call('XADD', frames_key, 'MINID', '~', frames_min, '*', 'k', kind, 's', seq_text,
                             'b', binary, 'f', raw)
@@ -206,15 +211,18 @@ class StreamWriter:
                         stream_keys.org_events(org_id),
                     ]
                     wire: list[str | bytes | int] = []
+                    large: list[bytes] = []
                     for device_id, pending in chunk:
                         keys.append(stream_keys.device_frames(org_id, device_id))
                         keys.append(stream_keys.device_events(org_id, device_id))
-                        wire.append(device_id)
-                        wire.append(pending.count)
+                        # This device's large frame n is ARGV[5 + len(large) + n] (after the packed argument).
+                        wire += (device_id, pending.count, _FIRST_LARGE_ARG + len(large))
                         wire += pending.wire
+                        large += pending.large
                     # Redis 6.2's cmsgpack predates the bin type: bytes go as (byte-transparent) raw strings.
                     packed = msgpack.packb(wire, use_bin_type=False)
-                    await self._script(keys=keys, args=[*minimums, REFERENCE_OVER_BYTES, packed], client=pipe)
+                    args = [*minimums, REFERENCE_OVER_BYTES, packed, *large]
+                    await self._script(keys=keys, args=args, client=pipe)
                     calls.append((org_id, [device_id for device_id, _ in chunk]))
             for entries in _by_org(windows).values():
                 keys, wire = _windows_wire(entries, now_ms)
