@@ -36,6 +36,8 @@ __all__ = ["DeviceIngest", "DeviceSocket"]
 
 log = logging.getLogger("telehub.ingest")
 CONTROL_RETRY_S = 1.0
+# How long one wait for a control message lasts: below the Redis client's socket timeout.
+CONTROL_POLL_S = 1.0
 
 
 class DeviceIngest:
@@ -120,8 +122,12 @@ class DeviceIngest:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(keys.CONTROL_CHANNEL, node_channel(self.node_id))
                     ready.set()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                    while True:
+                        # Bounded waits: an idle channel is not a lost one. (listen() reads with the pooled
+                        # connection's socket timeout, so every quiet 5 s it failed and resubscribed, and a
+                        # revocation published meanwhile was missed.) Idle connections still get health pings.
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=CONTROL_POLL_S)
+                        if message is not None and message.get("type") == "message":
                             self._dispatch(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
                 ready.set()

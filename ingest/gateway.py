@@ -192,6 +192,12 @@ class DeviceGateway:
             self._spawn(self._command_result(session, frame))
             return
         seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
+        if not session.received(seq):
+            # Stored it would be lost (the store keeps only seqs above the highest stored), so it is refused.
+            FRAMES_REJECTED.labels("invalid_seq").inc()
+            message = f"seq {seq} comes after {session.received_seq} on this connection: seqs must grow"
+            session.reply(codec.error(seq, "invalid_seq", message), binary=frame.binary)
+            return
         session.frame_added()
         samples = frame.samples if isinstance(frame, TelemetryFrame) else None
         self.flusher.add(session.device, seq, _kind(frame), frame.binary, frame.raw, session, samples)

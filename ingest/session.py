@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ from ingest.ports import DeviceIdentity
 __all__ = ["Close", "DeviceSession", "Send"]
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# Skipped seq ranges remembered per connection (a device skips a range after a reboot, rarely more often); an
+# out-of-order frame into a range forgotten since is acked and not stored, like a resend.
+MAX_SKIPPED_RANGES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,10 @@ class DeviceSession:
         self.binary = binary
         self.in_flight = 0
         self.acked_seq = 0
+        # The highest seq received (from hello's last stored seq on), and the seqs skipped on this connection:
+        # a frame in a skipped range comes out of order and was never stored, so it is refused, not acked.
+        self.received_seq = 0
+        self.skipped: deque[tuple[int, int]] = deque(maxlen=MAX_SKIPPED_RANGES)
         # Usually empty or one coalesced ack: a list costs less than a deque on an idle connection.
         self._outbox: list[_Outgoing | Close] = []
         self._wake = Flag()
@@ -56,11 +64,21 @@ class DeviceSession:
         self._writer: asyncio.Task[None] | None = None
 
     def start(self, last_seq: int, server_time: int) -> None:
-        self.acked_seq = last_seq
+        self.acked_seq = self.received_seq = last_seq
         self.reply(codec.hello(self.device.device_id, last_seq, server_time), binary=self.binary)
         self._writer = asyncio.get_running_loop().create_task(self._write(), name=f"device-writer-{self.device}")
 
     # Receive side.
+
+    def received(self, seq: int) -> bool:
+        """Note a frame's seq; False if it was skipped earlier on this connection (sent out of order)."""
+        if seq > self.received_seq:
+            if seq != self.received_seq + 1:
+                self.skipped.append((self.received_seq + 1, seq - 1))
+            self.received_seq = seq
+            return True
+        # At or below the highest: a resend of a stored or in-flight frame (stored once), unless it was skipped.
+        return not any(low <= seq <= high for low, high in self.skipped)
 
     def frame_added(self) -> None:
         self.in_flight += 1

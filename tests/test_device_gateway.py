@@ -6,14 +6,18 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import orjson
 import pytest
-from starlette.testclient import WebSocketDenialResponse
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
+from hub import device_ingest, redis_client
+from hub.app import create_app
+from hub.config import HubConfig
 from ingest import stream_keys
 from ingest.stream_writer import REFERENCE_OVER_BYTES
 from tests.support import HubClient, Tenant, bearer
@@ -262,3 +266,25 @@ def test_a_large_frame_is_referenced_not_copied_in_the_org_telemetry_stream(clie
     assert referenced[b"r"] == device_entries[0][0] and b"f" not in referenced
     assert copied[b"f"] == telemetry(2) and b"r" not in copied
     assert referenced[b"d"] == copied[b"d"] == b"boiler-7"
+
+
+def test_a_quiet_control_channel_stays_subscribed_and_a_later_revoke_still_closes(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # With a socket timeout far below the quiet span, a blocking read on the control channel would fail and
+    # resubscribe (missing what is published meanwhile); the listener's bounded waits never meet it.
+    monkeypatch.setattr(redis_client, "SOCKET_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(device_ingest, "CONTROL_POLL_S", 0.1)
+    config = HubConfig(redis_url=redis_url, data_dir=tmp_path / "data", secret="test-secret-" + "x" * 60)
+    with TestClient(create_app(config)) as test_client:
+        client = HubClient(test_client)
+        tenant = client.new_tenant()
+        key = device_key(client, tenant)
+        with connect(client, key) as ws:
+            receive(ws)
+            time.sleep(1.0)
+            assert client.post("/devices/boiler-7/keys", headers=tenant.admin).status_code == 201
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_bytes()
+            assert closed.value.code == 4001
+    assert "control channel lost" not in caplog.text
