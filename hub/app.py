@@ -36,6 +36,7 @@ from hub.fanout.endpoint import DashboardSocket
 from hub.fanout.service import Fanout
 from hub.lifecycle import on_drain
 from hub.services import Services, open_redis
+from hub.web import routes as web_routes
 from hub.webhooks.service import Webhooks
 
 __all__ = ["API_PREFIX", "app_from_env", "create_app"]
@@ -105,6 +106,7 @@ def create_app(config: HubConfig) -> Starlette:
             ),
             health_routes.metrics_route,
             *docs_routes.routes,
+            *web_routes.routes,
         ],
         middleware=[Middleware(RequestGate)],
         exception_handlers={TelehubError: error_response, HTTPException: error_response},

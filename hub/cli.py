@@ -1,4 +1,8 @@
-"""The ``telehub`` command: ``serve`` and ``admin`` (API.md §7)."""
+"""The ``telehub`` command: ``serve``, ``admin``, ``simulate`` and ``tail`` (API.md §7).
+
+``simulate`` and ``tail`` are clients of a running hub, built on the SDK (clients.simulate, clients.tail);
+they are imported only when run. Every option is also an environment variable ``TELEHUB_<OPTION>``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -17,8 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub import __version__
 from hub.auth.principal import PERSON_ROLES, Role
-from hub.config import ConfigError, HubConfig
-from hub.demo import demo_login
+from hub.config import ENV_PREFIX, ConfigError, HubConfig
 from hub.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 from hub.errors import NotFound, TelehubError
 from hub.services import Services, open_redis
@@ -26,10 +30,14 @@ from hub.services import Services, open_redis
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from hub.demo import Demo
+    from hub.demo_fleet import DemoFleet
+
 __all__ = ["main", "worker_app"]
 
 log = logging.getLogger("telehub")
 ROLE_CHOICES = [r.value for r in PERSON_ROLES]
+DEFAULT_URL = "http://127.0.0.1:8080"
 T = TypeVar("T")
 
 
@@ -59,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--workers", type=int, help="server processes sharing the port (default 1)")
     _store_options(serve)
-    serve.add_argument("--demo", action="store_true", default=None, help="also create a demo organization")
+    serve.add_argument(
+        "--demo", action="store_true", default=None, help="also create a demo organization with simulated devices"
+    )
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=run_serve)
 
@@ -79,7 +89,109 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (create_org, create_user, create_key):
         _store_options(action)
         action.set_defaults(handler=run_admin)
+    _simulate_parser(commands)
+    _tail_parser(commands)
     return parser
+
+
+def _simulate_parser(commands: Any) -> None:
+    sim = commands.add_parser(
+        "simulate",
+        help="a fleet of simulated devices streaming into a hub, with live progress",
+        description="Makes (or reuses) devices PREFIX-0001... over REST, gives each a new key, and streams "
+        "random-walk telemetry from each; the devices answer the commands ping, reboot, set_rate and overheat. "
+        "Ctrl-C or SIGTERM stops after every frame sent is acked or reported. Every option is also an "
+        "environment variable TELEHUB_<OPTION>.",
+    )
+    _client_options(sim, credential="an API key or JWT with role operator or admin (makes the devices)")
+    _env_option(sim, "--devices", metavar="N", type=_positive(int), default="10", help="how many devices (default 10)")
+    _env_option(
+        sim, "--rate", metavar="HZ", type=_positive(float), default="1", help="frames per second per device (default 1)"
+    )
+    _env_option(
+        sim,
+        "--prefix",
+        metavar="PREFIX",
+        type=_device_prefix,
+        default="sim",
+        help="device ids PREFIX-0001... (default sim)",
+    )
+    _env_option(
+        sim, "--type", metavar="TYPE", default="sensor", help="sensor (temp, hum) or pump (temp, pressure, rpm)"
+    )
+    _env_option(
+        sim, "--duration", metavar="SECONDS", type=_positive(float), help="stop after SECONDS (default: at Ctrl-C)"
+    )
+    _env_option(
+        sim, "--state-dir", metavar="DIR", type=Path, help="keep each device's seq state here, so a rerun continues it"
+    )
+    _env_option(sim, "--seed", metavar="SEED", type=int, help="seed of the simulated readings, for a repeatable run")
+    _env_option(
+        sim,
+        "--interval",
+        metavar="SECONDS",
+        type=_positive(float),
+        help="seconds between progress lines (1 on a terminal, 5)",
+    )
+    _env_option(
+        sim,
+        "--flush-timeout",
+        metavar="SECONDS",
+        type=float,
+        default="10",
+        help="at stop, how long to wait for acks (default 10 s)",
+    )
+    sim.set_defaults(handler=run_simulate)
+
+
+def _tail_parser(commands: Any) -> None:
+    tail = commands.add_parser(
+        "tail",
+        help="print a channel's messages as they arrive",
+        description="Subscribes to CHANNEL on the dashboard WebSocket (MQTT wildcards + and #) and prints each "
+        "message, resuming after reconnects. Every option is also an environment variable TELEHUB_<OPTION>.",
+    )
+    tail.add_argument("channel", metavar="CHANNEL", help="e.g. devices/+/telemetry, devices/boiler-7/#, alerts")
+    _client_options(tail, credential="an API key or JWT (any role)")
+    _env_option(tail, "--last", metavar="N", type=_positive(int), help="replay the newest N messages first")
+    _env_option(tail, "--count", metavar="N", type=_positive(int), help="exit after N messages")
+    json_default = os.environ.get(ENV_PREFIX + "JSON", "").lower() in ("1", "true", "yes", "on")
+    tail.add_argument("--json", action="store_true", default=json_default, help="one JSON object per line")
+    _env_option(
+        tail, "--connect-timeout", metavar="SECONDS", type=_positive(float), default="10", help="seconds (default 10)"
+    )
+    tail.set_defaults(handler=run_tail)
+
+
+def _client_options(parser: argparse.ArgumentParser, *, credential: str) -> None:
+    _env_option(parser, "--url", metavar="URL", default=DEFAULT_URL, help=f"the hub (default {DEFAULT_URL})")
+    _env_option(parser, "--token", metavar="TOKEN", help=credential)
+
+
+def _env_option(parser: argparse.ArgumentParser, flag: str, *, help: str, **options: Any) -> None:
+    """An option whose default comes from ``TELEHUB_<OPTION>`` (argparse converts a string default by ``type``)."""
+    variable = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+    value = os.environ.get(variable)
+    if value:
+        options["default"] = value
+    parser.add_argument(flag, help=f"{help}; env {variable}", **options)
+
+
+def _positive(kind: Callable[[str], T]) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        value = kind(text)
+        if not value > 0:  # type: ignore[operator]
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _device_prefix(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,50}", text):
+        raise argparse.ArgumentTypeError("letters, digits, '.', '_' or '-', at most 50")
+    return text
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +225,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import multiprocess as uvicorn_multiprocess
 
-    from hub.lifecycle import HubServer
+    from hub.lifecycle import HubServer, on_drain
     from hub.websocket_dispatch import WebSocketDispatch
 
     config = _config(args)
@@ -132,8 +244,7 @@ def run_serve(args: argparse.Namespace) -> int:
             Path(config.data_dir).resolve(),
             config.workers,
         )
-        if config.demo:
-            _print_demo_login(asyncio.run(_with_services(config, demo_login)), config)
+        demo = _start_demo(config) if config.demo else None
         options: dict[str, Any] = {
             "host": config.host,
             "port": config.port,
@@ -145,20 +256,39 @@ def run_serve(args: argparse.Namespace) -> int:
             "ws": WebSocketDispatch,
             "ws_max_size": config.max_frame_bytes,
         }
-        if config.workers == 1:
-            from hub.app import create_app
+        try:
+            if config.workers == 1:
+                from hub.app import create_app
 
-            server = HubServer(uvicorn.Config(create_app(config), **options))
-            with contextlib.suppress(KeyboardInterrupt):
-                server.run()
-            if not server.started:
-                return 3
-        else:
-            os.environ.update(config.to_env())
-            # Each worker runs uvicorn's Server class from this module: make it the draining one.
-            uvicorn_multiprocess.Server = HubServer  # type: ignore[attr-defined]
-            uvicorn.run("hub.cli:worker_app", factory=True, workers=config.workers, **options)
+                server = HubServer(uvicorn.Config(create_app(config), **options))
+                if demo is not None:
+                    on_drain(demo.drain)  # stopped first, while the server still acks its frames
+                with contextlib.suppress(KeyboardInterrupt):
+                    server.run()
+                if not server.started:
+                    return 3
+            else:
+                os.environ.update(config.to_env())
+                # Each worker runs uvicorn's Server class from this module: make it the draining one.
+                uvicorn_multiprocess.Server = HubServer  # type: ignore[attr-defined]
+                uvicorn.run("hub.cli:worker_app", factory=True, workers=config.workers, **options)
+        finally:
+            if demo is not None:
+                demo.stop()
     return 0
+
+
+def _start_demo(config: HubConfig) -> DemoFleet:
+    """The demo organization, devices and rule; the login printed; the devices streaming once the server
+    listens. The fleet runs in this process (the supervisor with ``--workers N``): once, not once per worker."""
+    from hub.demo import local_url, prepare_demo
+    from hub.demo_fleet import DemoFleet
+
+    demo = asyncio.run(_with_services(config, prepare_demo))
+    _print_demo(demo, local_url(config))
+    fleet = DemoFleet(local_url(config), demo.devices, state_dir=Path(config.data_dir) / "demo-devices")
+    fleet.start()
+    return fleet
 
 
 def worker_app() -> Starlette:
@@ -199,13 +329,62 @@ async def _with_services(config: HubConfig, action: Callable[[Services], Awaitab
         await redis.aclose()
 
 
-def _print_demo_login(login: dict[str, str], config: HubConfig) -> None:
+OP_SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "==", "ne": "!="}
+
+
+def _print_demo(demo: Demo, url: str) -> None:
+    login, rule = demo.login, demo.rule
+    devices = ", ".join(device.device_id for device in demo.devices)
+    condition = f"{rule['metric']} {OP_SYMBOLS.get(rule['op'], rule['op'])} {rule['threshold']:g}"
     print(
         f"\n  demo organization {login['org_id']}\n"
-        f"  log in at http://{config.host}:{config.port}/api/v1/auth/login with\n"
-        f"    email    {login['email']}\n    password {login['password']}\n",
+        f"  dashboard  {url}/\n"
+        f"  log in with\n    email    {login['email']}\n    password {login['password']}\n"
+        f"  REST       POST {url}/api/v1/auth/login with that email and password\n"
+        f"  devices    {devices}\n"
+        "             simulated in this process, 1 frame/s each once the server listens; they answer the\n"
+        '             commands ping, reboot, set_rate {"rate_hz": 5} and overheat {"duration_s": 30}\n'
+        f"  alert rule {rule['name']}: {condition} for {rule['for_s']} s on every {rule['device_type']}\n",
         flush=True,
     )
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from clients import simulate
+    from clients.sensors import PROFILES
+
+    if args.type not in PROFILES:
+        print(f"telehub simulate: --type must be one of {', '.join(PROFILES)}, got {args.type!r}", file=sys.stderr)
+        return 2
+    options = simulate.SimulateOptions(
+        url=args.url,
+        token=args.token,
+        devices=args.devices,
+        rate_hz=args.rate,
+        prefix=args.prefix,
+        device_type=args.type,
+        duration_s=args.duration,
+        state_dir=args.state_dir,
+        seed=args.seed,
+        interval_s=args.interval,
+        flush_timeout_s=args.flush_timeout,
+    )
+    return simulate.run_simulate(options)
+
+
+def run_tail(args: argparse.Namespace) -> int:
+    from clients import tail
+
+    options = tail.TailOptions(
+        url=args.url,
+        token=args.token,
+        channel=args.channel,
+        last=args.last,
+        count=args.count,
+        json=args.json,
+        connect_timeout_s=args.connect_timeout,
+    )
+    return tail.run_tail(options)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,635 @@
+"""docs/protocol.md kept true against the code and a live ``telehub serve``.
+
+Every hex dump on the page decodes (msgpack) to the JSON shown beside it, and its ASCII column and offsets are
+those of its bytes; the byte-by-byte annotation is the annotated dump's bytes. The page's conversation is then
+replayed in page order against a live hub: each device dump is sent as it is (the command id swapped for the
+live one, which the hub makes anew), and each hub dump must be what the hub answers, byte for byte where
+nothing in it varies from run to run. What the page says was stored is what REST reads back. The handshake,
+the refusals, the close codes, the limits, the error codes and the heartbeat figures are checked too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import json
+import re
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import msgpack
+import numpy as np
+import pytest
+import uvicorn
+import websockets
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from hub.commands.service import MAX_RESULT_BYTES
+from hub.config import HubConfig
+from ingest import codec
+from ingest.gateway import GatewaySettings
+from ingest.limits import MAX_ERROR_CHARS, FrameLimits
+from tests.conftest import TIMEOUT
+from tests.processes import ServeProcess, serve, telehub_env
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "docs" / "protocol.md"
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "change-me-now"
+WAIT = 10 * TIMEOUT
+DAY_MS = 86_400_000
+COMMAND_ID = re.compile(r"cmd_[A-Za-z0-9_-]{22}")
+_devices = itertools.count(1)
+
+
+def hub_env() -> dict[str, str]:
+    return telehub_env(
+        TELEHUB_SECRET="protocol-doc-tests-" + "x" * 40,
+        TELEHUB_RATE_LIMIT_PER_MINUTE="1000000",
+        TELEHUB_RATE_LIMIT_BURST="100000",
+        TELEHUB_BOOTSTRAP_EMAIL=ADMIN_EMAIL,
+        TELEHUB_BOOTSTRAP_PASSWORD=ADMIN_PASSWORD,
+    )
+
+
+# Reading the page.
+
+
+@dataclass(frozen=True)
+class Dump:
+    direction: str  # "device" or "hub"
+    name: str
+    data: bytes | str  # bytes: a binary frame (from its hex dump); str: a text frame as shown
+    shown: Any  # the JSON shown beside a binary dump (None when the page shows none) or the text frame parsed
+    line: int
+
+    @property
+    def binary(self) -> bool:
+        return isinstance(self.data, bytes)
+
+
+FRAME_BLOCK = re.compile(r"<!-- frame (device|hub) ([a-z0-9-]+) -->\n(.*?)<!-- /frame -->", re.S)
+FENCE = re.compile(r"```(\w+)\n(.*?)\n```", re.S)
+HEX_AREA = re.compile(r"(?:[0-9a-f]{2} ){0,15}[0-9a-f]{2} *")
+
+
+def page() -> str:
+    return PAGE.read_text()
+
+
+def parse_hexdump(text: str) -> bytes:
+    """An ``xxd -g1`` dump: offset, up to 16 hex bytes in a column padded to 47 characters, two spaces, ASCII."""
+    data = bytearray()
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        offset, colon, hex_area, gap, ascii_column = line[:8], line[8:10], line[10:57], line[57:59], line[59:]
+        assert colon == ": " and gap == "  " and HEX_AREA.fullmatch(hex_area), f"not an xxd -g1 line: {line!r}"
+        assert int(offset, 16) == len(data), f"offset {offset} after {len(data)} bytes"
+        chunk = bytes.fromhex(hex_area)
+        assert len(chunk) == 16 or i == len(lines) - 1, f"a short line before the last: {line!r}"
+        printable = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+        assert ascii_column == printable, f"ASCII column {ascii_column!r} is not that of the bytes ({printable!r})"
+        data += chunk
+    return bytes(data)
+
+
+def page_dumps(text: str | None = None) -> list[Dump]:
+    text = page() if text is None else text
+    dumps = []
+    for block in FRAME_BLOCK.finditer(text):
+        direction, name, body = block[1], block[2], block[3]
+        line = text.count("\n", 0, block.start()) + 1
+        fences = [(m[1], m[2]) for m in FENCE.finditer(body)]
+        kinds = [kind for kind, _ in fences]
+        if kinds == ["text", "json"]:
+            dumps.append(Dump(direction, name, parse_hexdump(fences[0][1]), json.loads(fences[1][1]), line))
+        elif kinds == ["text"]:
+            dumps.append(Dump(direction, name, parse_hexdump(fences[0][1]), None, line))
+        elif kinds == ["json"]:
+            dumps.append(Dump(direction, name, fences[0][1], json.loads(fences[0][1]), line))
+        else:
+            raise AssertionError(f"docs/protocol.md:{line}: frame {name} holds {kinds}, not a dump and its JSON")
+    return dumps
+
+
+def as_shown(value: Any, key: str = "") -> Any:
+    """A decoded MessagePack value in the page's notation: a bin is ``{"$bin", "$dtype", "$values"}``."""
+    if isinstance(value, dict):
+        return {k: as_shown(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_shown(v) for v in value]
+    if isinstance(value, bytes):
+        # The dtypes the hub reads columns with (ingest.codec): ts little-endian int64, values little-endian float64.
+        dtype = "<i8" if key == "ts" else "<f8"
+        return {"$bin": value.hex(), "$dtype": dtype, "$values": np.frombuffer(value, dtype=dtype).tolist()}
+    return value
+
+
+def decode(data: bytes | str) -> Any:
+    return msgpack.unpackb(data, raw=False) if isinstance(data, bytes) else json.loads(data)
+
+
+def table(text: str, heading: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first table after ``heading``."""
+    section = text.split(heading, 1)[1]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]  # without the header and the |---| line
+
+
+# The page on its own.
+
+
+def test_every_dump_decodes_to_the_json_beside_it() -> None:
+    dumps = page_dumps()
+    assert len(dumps) >= 20, "the page lost its frame dumps"
+    kinds = {decode(d.data)["type"] for d in dumps if d.shown is not None}
+    assert kinds >= {"hello", "telemetry", "columns", "event", "command_result", "ack", "error", "command"}
+    for dump in dumps:
+        where = f"docs/protocol.md:{dump.line} ({dump.name})"
+        if not dump.binary:
+            continue  # a text frame is its JSON
+        if dump.shown is None:  # shown without JSON: it must not decode (the page's undecodable example)
+            with pytest.raises((ValueError, msgpack.UnpackException)):
+                msgpack.unpackb(dump.data, raw=False)
+            continue
+        assert as_shown(msgpack.unpackb(dump.data, raw=False)) == dump.shown, where
+
+
+def test_the_annotation_is_the_annotated_frame_byte_by_byte() -> None:
+    text = page()
+    rows = table(text, "<!-- annotation -->")
+    assert len(rows) >= 10
+    data = b""
+    for offset, hex_bytes, fmt, meaning in rows:
+        assert int(offset) == len(data), f"annotation row at {offset}, after {len(data)} bytes"
+        token = bytes.fromhex(hex_bytes.strip("`"))
+        data += token
+        value = meaning.rpartition(" = ")[2].split(" (")[0]
+        if fmt.startswith("float 64"):
+            assert token[0] == 0xCB and msgpack.unpackb(token) == float(value), meaning
+        elif fmt.startswith("uint 64"):
+            assert token[0] == 0xCF and int.from_bytes(token[1:], "big") == int(value), meaning
+        elif fmt.startswith("fixstr"):
+            assert 0xA0 <= token[0] <= 0xBF and token[1:].decode() == meaning.split('"')[-2], meaning
+    annotated = next(d for d in page_dumps(text) if d.name == "telemetry-point")
+    assert data == annotated.data
+
+
+def test_the_limits_table_is_the_code() -> None:
+    limits, config = FrameLimits(), HubConfig()
+    rows = {row[0]: row for row in table(page(), "## Limits")}
+
+    def figure(label: str) -> int:
+        return int(re.match(r"[\d,]+", rows[label][1])[0].replace(",", ""))  # type: ignore[index]
+
+    assert figure("frame size") == config.max_frame_bytes == limits.max_frame_bytes
+    assert figure("metric names per frame") == limits.max_metrics
+    assert figure("points per `telemetry` frame") == limits.max_points
+    assert figure("samples per frame") == limits.max_samples
+    assert figure("`data` of an event, `result` of a command result") == limits.max_event_data_bytes
+    assert limits.max_event_data_bytes == MAX_RESULT_BYTES
+    assert figure("`error` of a command result") == MAX_ERROR_CHARS
+    assert figure("oldest `ts`") * DAY_MS == limits.past_ms
+    assert figure("newest `ts`") == limits.future_ms
+    assert rows["`seq`"][1].startswith(f"1 to {codec.MAX_SEQ:,} (2^53\u22121)")
+    assert rows["metric and event names"][1] == f"`{codec.NAME_PATTERN.pattern}`"
+    assert figure("frames of a connection waiting to be stored") == GatewaySettings().max_in_flight
+
+
+def test_the_error_codes_are_those_the_hub_sends() -> None:
+    documented = {row[0].strip("`") for row in table(page(), "## Error codes")}
+    sources = {
+        ROOT / "ingest" / "codec.py": r'FrameError\("([a-z_]+)"',
+        ROOT / "hub" / "commands" / "service.py": r'return "([a-z_]+)", f?"',
+        ROOT / "ingest" / "gateway.py": r'refused = \("([a-z_]+)"',
+    }
+    sent = {"too_large"}  # codec._too_large
+    for path, pattern in sources.items():
+        found = set(re.findall(pattern, path.read_text()))
+        assert found, f"no error codes found in {path}: the pattern is stale"
+        sent |= found
+    assert documented == sent
+
+
+def test_the_heartbeat_figures_are_uvicorns_defaults_which_the_hub_keeps() -> None:
+    text = page()
+    interval = float(re.search(r"sends a WebSocket ping after (\d+) s", text)[1])  # type: ignore[index]
+    timeout = float(re.search(r"within (\d+) s of that ping", text)[1])  # type: ignore[index]
+    defaults = inspect.signature(uvicorn.Config.__init__).parameters
+    assert (interval, timeout) == (defaults["ws_ping_interval"].default, defaults["ws_ping_timeout"].default)
+    assert "ws_ping" not in (ROOT / "hub" / "cli.py").read_text(), "telehub serve now sets its own heartbeats"
+
+
+# Against a live hub.
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    with serve(data_dir=tmp_path_factory.mktemp("protocol-doc") / "data", env=hub_env()) as process:
+        yield process
+
+
+@dataclass
+class Live:
+    process: ServeProcess
+    http: httpx.AsyncClient
+
+    @property
+    def ws_url(self) -> str:
+        return self.process.url.replace("http://", "ws://") + "/api/v1/ws/device"
+
+    async def device(self, device_id: str | None = None) -> tuple[str, str]:
+        """A new device (its id and key)."""
+        device_id = device_id or f"proto-{next(_devices)}"
+        reply = await self.http.post("/devices", json={"id": device_id, "name": device_id, "type": "boiler"})
+        assert reply.status_code == 201, reply.text
+        reply = await self.http.post(f"/devices/{device_id}/keys")
+        return device_id, reply.json()["device_key"]
+
+    def connect(self, key: str, query: str = "") -> Any:
+        return websockets.connect(
+            self.ws_url + query,
+            additional_headers={"Authorization": f"Bearer {key}"},
+            subprotocols=[Subprotocol("telehub.v1")],
+            max_size=None,
+            open_timeout=WAIT,
+        )
+
+    async def stored(self, device_id: str) -> list[dict[str, Any]]:
+        reply = await self.http.get(f"/devices/{device_id}/messages", params={"limit": 100, "order": "asc"})
+        assert reply.status_code == 200, reply.text
+        messages: list[dict[str, Any]] = reply.json()["data"]
+        return messages
+
+
+@pytest.fixture
+async def live(hub: ServeProcess) -> AsyncIterator[Live]:
+    async with httpx.AsyncClient(base_url=hub.url + "/api/v1", timeout=WAIT) as http:
+        login = await http.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        http.headers["Authorization"] = "Bearer " + login.json()["token"]
+        yield Live(hub, http)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _timestamps(frame: Any) -> list[int]:
+    """The real (after 2001) millisecond timestamps of a decoded device frame."""
+    stamps: list[int] = []
+    if isinstance(frame.get("ts"), int):
+        stamps.append(frame["ts"])
+    if isinstance(frame.get("ts"), bytes):
+        stamps += np.frombuffer(frame["ts"], dtype="<i8").tolist()
+    stamps += [point["ts"] for point in frame.get("points", []) if isinstance(point.get("ts"), int)]
+    return [t for t in stamps if t >= 10**12]
+
+
+def recent(data: bytes, now: int) -> bytes:
+    """The frame as it is while its timestamps are inside the hub's window (a year after the page was
+    generated). After that, the same frame with them moved forward by whole days, so that the replay still
+    checks the hub's answers; `docs/protocol_frames.py` regenerates the page with fresh ones."""
+    try:
+        frame = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return data
+    stamps = _timestamps(frame) if isinstance(frame, dict) else []
+    if not stamps or min(stamps) >= now - FrameLimits().past_ms + DAY_MS:
+        return data
+    shift = (now - max(stamps)) // DAY_MS * DAY_MS
+    if isinstance(frame.get("ts"), int) and frame["ts"] >= 10**12:
+        frame["ts"] += shift
+    elif isinstance(frame.get("ts"), bytes):
+        frame["ts"] = (np.frombuffer(frame["ts"], dtype="<i8") + shift).astype("<i8").tobytes()
+    for point in frame.get("points", []):
+        if isinstance(point.get("ts"), int):
+            point["ts"] += shift
+    return bytes(msgpack.packb(frame, use_bin_type=True))
+
+
+def test_frames_older_than_the_window_are_moved_by_whole_days_and_others_kept() -> None:
+    dump = next(d for d in page_dumps() if d.name == "columns")
+    assert isinstance(dump.data, bytes)
+    stamps = _timestamps(msgpack.unpackb(dump.data, raw=False))
+    assert recent(dump.data, max(stamps) + 1000) == dump.data
+    later = max(stamps) + 400 * DAY_MS + 5000
+    moved = msgpack.unpackb(recent(dump.data, later), raw=False)
+    assert [t - s for t, s in zip(_timestamps(moved), stamps, strict=True)] == [400 * DAY_MS] * len(stamps)
+    assert moved["metrics"] == msgpack.unpackb(dump.data, raw=False)["metrics"]
+
+
+def expected_reply(dump: Dump, received: Any, ids: dict[str, str]) -> Any:
+    """The hub frame the page shows, with what varies from run to run taken from ``received`` once checked:
+    ``server_time`` (the hub's clock), a command's id and ``expires_at``, and command ids in messages."""
+    shown = json.loads(json.dumps(dump.shown))
+    if shown.get("type") == "hello":
+        assert isinstance(received.get("server_time"), int) and abs(received["server_time"] - now_ms()) < 60_000
+        shown["server_time"] = received["server_time"]
+    if shown.get("type") == "command":
+        assert COMMAND_ID.fullmatch(received.get("command_id", "")), received
+        assert len(received["command_id"]) == len(shown["command_id"])
+        ids[shown["command_id"]] = received["command_id"]
+        expires = datetime.fromisoformat(received["expires_at"].replace("Z", "+00:00"))
+        assert received["expires_at"].endswith("Z") and len(received["expires_at"]) == len(shown["expires_at"])
+        assert abs(expires.timestamp() - time.time() - 3600) < 60  # ttl_s: 1 h by default
+        shown["command_id"], shown["expires_at"] = received["command_id"], received["expires_at"]
+    if isinstance(shown.get("message"), str):
+        for old, new in ids.items():
+            shown["message"] = shown["message"].replace(old, new)
+    return shown
+
+
+async def test_the_pages_conversation_gets_the_pages_answers_from_a_live_hub(live: Live) -> None:
+    dumps = page_dumps()
+    first = dumps[0]
+    assert first.direction == "hub" and first.shown["type"] == "hello", "the conversation starts with hello"
+    device_id, key = await live.device(first.shown["device_id"])
+    ids: dict[str, str] = {}  # the page's command ids -> the live ones
+    sent: list[Any] = []  # every device frame as sent, decoded, with the hub's answer
+    async with contextlib.AsyncExitStack() as stack:
+        ws: Any = None
+        for dump in dumps:
+            where = f"docs/protocol.md:{dump.line} ({dump.direction} {dump.name})"
+            if dump.direction == "hub" and dump.shown["type"] == "hello":  # a new connection
+                if ws is not None:
+                    await ws.close()
+                ws = await stack.enter_async_context(live.connect(key, "" if dump.binary else "?encoding=json"))
+                assert ws.subprotocol == "telehub.v1"
+            if dump.direction == "device":
+                data = dump.data
+                for old, new in ids.items():  # the same length: the frame's layout is unchanged
+                    data = (
+                        data.replace(old.encode(), new.encode()) if isinstance(data, bytes) else data.replace(old, new)
+                    )
+                if isinstance(data, bytes):
+                    data = recent(data, now_ms())
+                await ws.send(data)
+                sent.append([dump, data, None])
+                continue
+            if dump.shown["type"] == "command":  # an operator's POST, as the page says
+                body = {"command": dump.shown["command"], "params": dump.shown["params"]}
+                reply = await live.http.post(f"/devices/{device_id}/commands", json=body)
+                assert reply.status_code == 202, reply.text
+            received = await asyncio.wait_for(ws.recv(), WAIT)
+            assert isinstance(received, bytes) == dump.binary, f"{where}: a {'binary' if dump.binary else 'text'} frame"
+            value = decode(received)
+            assert value == expected_reply(dump, value, ids), where
+            assert list(value) == list(dump.shown), f"{where}: the keys come in the page's order"
+            varies = value["type"] in ("hello", "command") or any(old in json.dumps(dump.shown) for old in ids)
+            if varies:  # fixed-width fields (uint 64 clock, 26-character ids, 24-character times)
+                assert len(received) == len(dump.data), where
+            else:
+                assert received == dump.data, f"{where}: the bytes differ from the page's"
+            if sent and sent[-1][2] is None:
+                sent[-1][2] = value
+    # What the page says was stored is what was stored: each frame acked past its seq, once, in order.
+    stored, highest = [], 0
+    for dump, data, answer in sent:
+        assert answer is not None, f"the page shows no answer to {dump.name}"
+        frame = decode(data) if answer["type"] == "ack" else None
+        if frame is not None and (frame.get("seq", 0) > highest or "seq" not in frame):
+            stored.append(frame)
+            highest = max(highest, frame.get("seq", 0))
+    messages = await live.stored(device_id)
+    assert [m["frame"] for m in messages] == [json.loads(json.dumps(_lists(f))) for f in stored]
+    # The columns dump's $values are the readings stored (little-endian int64 ts, float64 values).
+    columns = next(d.shown for d in dumps if d.direction == "device" and d.shown and d.shown["type"] == "columns")
+    columns_frame = next(f for f in stored if f["type"] == "columns")
+    ts = np.frombuffer(columns_frame["ts"], dtype="<i8").tolist()
+    reply = await live.http.get(
+        f"/devices/{device_id}/readings",
+        params={"metric": ",".join(columns["metrics"]), "from": min(ts), "to": max(ts) + 1, "limit": 1000},
+    )
+    readings = {(r["metric"], _ms(r["ts"]), r["value"]) for r in reply.json()["data"]}
+    assert readings == {
+        (name, t, v) for name, column in columns["metrics"].items() for t, v in zip(ts, column["$values"], strict=True)
+    }
+
+
+def _lists(frame: dict[str, Any]) -> dict[str, Any]:
+    """A stored columns frame as REST shows it: bin columns as number lists."""
+    if frame.get("type") != "columns":
+        return frame
+    shown = as_shown(frame)
+    return {
+        **frame,
+        "ts": shown["ts"]["$values"],
+        "metrics": {name: column["$values"] for name, column in shown["metrics"].items()},
+    }
+
+
+def _ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def test_a_frame_sent_out_of_order_is_refused_and_a_resend_after_reconnect_is_acked(live: Live) -> None:
+    """The page: "a frame sent out of order (seq 9 after seq 10 on the wire) gets an `invalid_seq` error"; a resend
+    of a frame sent on the connection, or at or below hello's last_seq, is acked and not stored again."""
+    text = " ".join(page().split())
+    assert "a frame sent out of order (seq 9 after seq 10 on the wire) gets an `invalid_seq` error" in text
+    device_id, key = await live.device()
+
+    async def answer(ws: Any, seq: int) -> dict[str, Any]:
+        await ws.send(msgpack.packb({"type": "telemetry", "seq": seq, "metrics": {"temp": float(seq)}}))
+        reply: dict[str, Any] = msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT))
+        return reply
+
+    async with live.connect(key) as ws:
+        await ws.recv()
+        assert await answer(ws, 10) == {"type": "ack", "seq": 10}
+        for seq in (9, 1):
+            refused = await answer(ws, seq)
+            assert (refused["type"], refused["seq"], refused["code"]) == ("error", seq, "invalid_seq")
+        assert await answer(ws, 10) == {"type": "ack", "seq": 10}  # a resend of a stored frame
+        assert await answer(ws, 11) == {"type": "ack", "seq": 11}
+    async with live.connect(key) as ws:
+        assert msgpack.unpackb(await ws.recv())["last_seq"] == 11
+        assert await answer(ws, 9) == {"type": "ack", "seq": 11}
+    assert [m["seq"] for m in await live.stored(device_id)] == [10, 11]
+
+
+async def test_the_limits_hold_on_a_live_hub(live: Live) -> None:
+    limits = FrameLimits()
+    _, key = await live.device()
+    async with live.connect(key) as ws:
+        await ws.recv()
+
+        async def answer(frame: dict[str, Any]) -> dict[str, Any]:
+            await ws.send(msgpack.packb(frame))
+            reply: dict[str, Any] = msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT))
+            return reply
+
+        many = {f"m{i}": 1.0 for i in range(limits.max_metrics)}
+        assert await answer({"type": "telemetry", "seq": 1, "metrics": many}) == {"type": "ack", "seq": 1}
+        too_many = {**many, "one_more": 1.0}
+        assert (await answer({"type": "telemetry", "seq": 2, "metrics": too_many}))["code"] == "too_large"
+        ahead = now_ms() + limits.future_ms + 60_000
+        reply = await answer({"type": "telemetry", "seq": 3, "ts": ahead, "metrics": {"t": 1}})
+        assert (reply["seq"], reply["code"]) == (3, "invalid_timestamp")
+        reply = await answer({"type": "telemetry", "seq": codec.MAX_SEQ + 1, "metrics": {"t": 1}})
+        assert reply["code"] == "invalid_seq" and "seq" not in reply
+        reply = await answer({"type": "command_result", "seq": 4, "command_id": "cmd_x", "status": "completed"})
+        assert (reply["code"], reply["message"]) == ("invalid_frame", "seq: unknown field")
+
+
+# The handshake.
+
+
+def raw_http(port: int, request: str) -> tuple[str, bytes]:
+    """Send ``request`` on a fresh TCP connection; the answer's head (CRLF as newlines) and what follows."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length: *(\d+)", head)
+        while length is not None and len(rest) < int(length[1]):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    return head.decode().replace("\r\n", "\n"), rest
+
+
+async def test_the_handshake_is_the_pages(live: Live) -> None:
+    block = page().split("<!-- handshake -->", 1)[1].split("<!-- /handshake -->", 1)[0]
+    request, response = (m[2] for m in FENCE.finditer(block))
+    _, key = await live.device()
+    request = request.replace("dk_…", key).replace("hub.example.com:8080", f"127.0.0.1:{live.process.port}")
+    expected = [line for line in response.splitlines() if not line.startswith("Date:")]
+    head, _ = raw_http(live.process.port, request.replace("\n", "\r\n") + "\r\n\r\n")
+    assert [line for line in head.splitlines() if not line.startswith("Date:")] == expected
+    # "an offered permessage-deflate is not taken": the same answer.
+    assert "| extensions | none: an offered `permessage-deflate` is not taken" in page()
+    deflate = request.replace("\nAuthorization", "\nSec-WebSocket-Extensions: permessage-deflate\nAuthorization")
+    head, _ = raw_http(live.process.port, deflate.replace("\n", "\r\n") + "\r\n\r\n")
+    assert [line for line in head.splitlines() if not line.startswith("Date:")] == expected
+
+
+async def test_refused_handshakes_answer_the_pages_statuses(live: Live) -> None:
+    rows = {int(row[0]): row for row in table(page(), "A refused handshake is an HTTP answer")}
+    assert set(rows) == {101, 400, 401, 403, 404, 503}
+    port = live.process.port
+    upgrade = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    key_header = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    cases = {
+        400: "GET /api/v1/ws/device HTTP/1.1\r\n" + upgrade + "\r\n",
+        401: "GET /api/v1/ws/device HTTP/1.1\r\n" + upgrade + key_header + "Authorization: Bearer dk_unknown\r\n\r\n",
+        403: "GET /api/v1/ws/devices HTTP/1.1\r\n" + upgrade + key_header + "\r\n",
+        404: "GET /api/v1/ws/device HTTP/1.1\r\nHost: x\r\n\r\n",
+    }
+    for status, request in cases.items():
+        head, body = raw_http(port, request)
+        assert head.split("\n", 1)[0].split(" ")[1] == str(status), (status, head)
+        code = re.search(r'"code": "([a-z_]+)"', rows[status][2])
+        if code is not None:
+            assert json.loads(body)["error"]["code"] == code[1], (status, body)
+        elif rows[status][2] == "empty":
+            assert body == b""
+        else:
+            assert body.startswith(b"Failed to open a WebSocket connection: missing Sec-WebSocket-Key")
+    # And with no Authorization header at all.
+    head, body = raw_http(port, "GET /api/v1/ws/device HTTP/1.1\r\n" + upgrade + key_header + "\r\n")
+    assert head.startswith("HTTP/1.1 401") and json.loads(body)["error"]["code"] == "unauthenticated"
+    # A client that offers no subprotocol is served the same.
+    _, key = await live.device()
+    async with websockets.connect(live.ws_url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        assert ws.subprotocol is None and msgpack.unpackb(await ws.recv())["type"] == "hello"
+
+
+# Close codes.
+
+
+def close_rows() -> dict[int, list[str]]:
+    return {int(row[0]): row for row in table(page(), "## Close codes")}
+
+
+def reason(code: int) -> str:
+    return re.search(r"reason: `([^`]+)`", close_rows()[code][2])[1]  # type: ignore[index]
+
+
+async def closed_with(ws: Any) -> tuple[int | None, str | None]:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(ws.recv(), WAIT)
+    return ws.close_code, ws.close_reason
+
+
+async def test_close_codes_1009_4003_4001_1002_as_the_page_says(live: Live) -> None:
+    assert set(close_rows()) == {1000, 1002, 1006, 1009, 1012, 4001, 4003}
+    limit = HubConfig().max_frame_bytes
+    device_id, key = await live.device()
+    async with live.connect(key) as ws:
+        await ws.recv()
+        await ws.send(b"\xc1" * limit)  # at the limit: refused as a frame, the connection stays
+        assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT))["code"] == "invalid_encoding"
+        await ws.send(b"\xc1" * (limit + 1))
+        assert await closed_with(ws) == (1009, reason(1009).replace("N", str(limit + 1)))
+    async with live.connect(key) as first:
+        await first.recv()
+        async with live.connect(key) as second:
+            await second.recv()
+            assert await closed_with(first) == (4003, reason(4003))
+            assert (await live.http.post(f"/devices/{device_id}/keys")).status_code == 201  # rotation
+            assert await closed_with(second) == (4001, reason(4001))
+    _, key = await live.device(device_id + "-deleted")
+    async with live.connect(key) as ws:
+        await ws.recv()
+        assert (await live.http.delete(f"/devices/{device_id}-deleted")).status_code == 204
+        assert await closed_with(ws) == (4001, reason(4001))
+    # 1002: an unmasked frame (raw socket: client libraries always mask).
+    _, key = await live.device()
+    request = (
+        "GET /api/v1/ws/device HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"Authorization: Bearer {key}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", live.process.port), timeout=WAIT) as sock:
+        sock.sendall(request.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        hello = received.partition(b"\r\n\r\n")[2]
+        while len(hello) < 2 or len(hello) < 2 + hello[1]:
+            hello += sock.recv(65536)
+        sock.sendall(b"\x82\x01\xc1")  # FIN + binary, length 1, no mask bit
+        rest = hello[2 + hello[1] :]
+        while len(rest) < 4:
+            chunk = sock.recv(65536)
+            assert chunk, "closed without a close frame"
+            rest += chunk
+    assert rest[0] == 0x88 and int.from_bytes(rest[2:4], "big") == 1002  # a close frame, code 1002
+
+
+async def test_close_1012_when_the_hub_shuts_down(tmp_path: Path) -> None:
+    with serve(data_dir=tmp_path / "data", env=hub_env()) as process:
+        async with httpx.AsyncClient(base_url=process.url + "/api/v1", timeout=WAIT) as http:
+            login = await http.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+            http.headers["Authorization"] = "Bearer " + login.json()["token"]
+            live = Live(process, http)
+            _, key = await live.device()
+            async with live.connect(key) as ws:
+                await ws.recv()
+                await ws.send(msgpack.packb({"type": "telemetry", "seq": 1, "metrics": {"t": 1}}))
+                assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT)) == {"type": "ack", "seq": 1}
+                process.send(signal.SIGTERM)
+                assert await closed_with(ws) == (1012, reason(1012))
+        assert process.wait() == 0
