@@ -86,6 +86,9 @@ class HubClient:
         self._subscriptions: dict[str, Subscription] = {}
         self._ws: ClientConnection | None = None
         self._generation = 0
+        # Per (epoch, channel): the offset of the latest message and its index among the messages of that copy
+        # of its entry (one entry may give several; a subscribe reply starts new copies: its replay).
+        self._copies: dict[tuple[str, str], tuple[str, int]] = {}
         self._ids = itertools.count(1)
         # Ops waiting for their answer: the future, and what to do with a reply before the next message is read.
         self._answers: dict[int, tuple[asyncio.Future[dict[str, Any]], ReplyHook | None]] = {}
@@ -195,6 +198,7 @@ class HubClient:
         op = {"op": "subscribe", "channel": subscription.channel, **subscription.resume_op()}
 
         def replied(result: dict[str, Any]) -> None:
+            self._copies.clear()  # what follows a reply is its replay: new copies of entries
             subscription.replied(result, resumed="since" in op)
             subscription.live_on = generation
 
@@ -232,6 +236,7 @@ class HubClient:
         """One connection: subscribe everything again, then read; True when a quick reconnect is right."""
         self._generation += 1
         self._ws = ws
+        self._copies.clear()
         self.connections += 1
         self.backoff.reset()
         self._changed.set()
@@ -274,14 +279,17 @@ class HubClient:
         answer.set_result(result)
 
     async def _deliver(self, message: dict[str, Any]) -> None:
-        channel, epoch = message["channel"], message["epoch"]
+        channel, epoch, offset = message["channel"], message["epoch"], message["offset"]
+        previous = self._copies.get((epoch, channel))
+        index = previous[1] + 1 if previous is not None and previous[0] == offset else 0
+        self._copies[(epoch, channel)] = (offset, index)
         # Only subscriptions answered on this connection: a message never runs ahead of its subscription's reply.
         live = self._generation
         matching = [s for s in self._subscriptions.values() if s.live_on == live and s.matches(channel)]
         if len(matching) > 1:  # overlapping patterns: the epoch names the stream, and so the subscription
             matching = [s for s in matching if s.position.has_epoch(channel, epoch)] or matching
         for subscription in matching:
-            await subscription.put(message)
+            await subscription.put(message, index)
 
     # Encoding and tasks.
 

@@ -6,6 +6,12 @@ the device id (``telemetry``, ``aggregates/1m``, ``events``, ``commands``; ``ale
 a :class:`Position` keeps the epoch, the offset the reply covered, and the offset of the last message read.
 Resuming sends, per stream, the last message read (or, when none was, what the reply covered), so the hub
 replays exactly what came after: no gap and no duplicate.
+
+One stream entry may give several messages with one offset (a ``points`` frame gives one per point), so a stream
+also counts the messages read at its last offset. Each message comes with its index among the messages of its
+copy of the entry (``HubClient`` numbers them): a second copy of an entry, which another subscription's replay
+on the same connection hands to every subscription matching the channel, is then told from the rest of the
+first one and dropped. (clients/js/positions.js does the same.)
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from dataclasses import dataclass
 __all__ = ["Position", "channel_label", "matches", "offset_key"]
 
 _PARTS = ","
+# read_count of an entry known to be read in full (its message count unknown).
+WHOLE_ENTRY = 1 << 62
 _LABEL = "="
 
 
@@ -58,6 +66,8 @@ class _Stream:
     epoch: str
     covered: str
     read: str | None = None
+    # Messages read at offset ``read``: a points frame's entry gives several.
+    read_count: int = 0
 
     @property
     def resume_at(self) -> str:
@@ -81,7 +91,8 @@ class Position:
         epochs = _split(epoch)
         for label, value in _split(offset).items():
             if label in epochs:
-                position._streams[label] = _Stream(epochs[label], value, value)
+                # Everything up to it: the entry at that offset was read whole.
+                position._streams[label] = _Stream(epochs[label], value, value, WHOLE_ENTRY)
         return position
 
     def replied(self, offset: str, epoch: str, *, recovered: bool) -> None:
@@ -91,25 +102,35 @@ class Position:
         streams: dict[str, _Stream] = {}
         for label, covered in _split(offset).items():
             before = self._streams.get(label)
-            read = before.read if recovered and before is not None and before.epoch == epochs.get(label) else None
-            streams[label] = _Stream(epochs.get(label, ""), covered, read)
+            kept = recovered and before is not None and before.epoch == epochs.get(label)
+            read, count = (before.read, before.read_count) if kept and before is not None else (None, 0)
+            streams[label] = _Stream(epochs.get(label, ""), covered, read, count)
         self._streams = streams
 
     def has_epoch(self, channel: str, epoch: str) -> bool:
         stream = self._streams.get(self._label(channel))
         return stream is not None and stream.epoch == epoch
 
-    def advance(self, channel: str, offset: str, epoch: str) -> bool:
-        """A message arrived; False when it is older than one already read (a duplicate, to drop). A new epoch
-        (the stream's history was lost and begun again) starts that stream over."""
+    def advance(self, channel: str, offset: str, epoch: str, index: int = 0) -> bool:
+        """A message arrived, the ``index``-th of its copy of a stream entry; False when it was read already (a
+        duplicate, to drop). A new epoch (the stream's history was lost and begun again) starts that stream over."""
         label = self._label(channel)
         stream = self._streams.get(label)
         if stream is None or stream.epoch != epoch:
-            self._streams[label] = _Stream(epoch, offset, offset)
+            self._streams[label] = _Stream(epoch, offset, offset, index + 1)
             return True
-        if stream.read is not None and offset_key(offset) < offset_key(stream.read):
-            return False
+        if stream.read is not None:
+            order = offset_key(offset)
+            if order < offset_key(stream.read):
+                return False
+            if order == offset_key(stream.read):
+                # The next message of the entry read last, or a copy of one read already.
+                if index != stream.read_count:
+                    return False
+                stream.read_count += 1
+                return True
         stream.read = offset
+        stream.read_count = index + 1
         return True
 
     def since(self) -> dict[str, str]:

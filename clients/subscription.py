@@ -131,10 +131,11 @@ class Subscription:
         else:
             self.finish(SessionEnded(4000, f"the hub refused to resubscribe {self.channel}: {error}"))
 
-    async def put(self, raw: dict[str, Any]) -> None:
-        """A message from the hub; waits while the buffer is full (so the socket is not read meanwhile)."""
+    async def put(self, raw: dict[str, Any], index: int = 0) -> None:
+        """A message from the hub, the ``index``-th of its copy of a stream entry; waits while the buffer is full
+        (so the socket is not read meanwhile)."""
         channel, offset, epoch = raw["channel"], raw["offset"], raw["epoch"]
-        if self._end is not None or not self.position.advance(channel, offset, epoch):
+        if self._end is not None or not self.position.advance(channel, offset, epoch, index):
             return
         while len(self._buffer) >= self._capacity and self._end is None:
             self._writable.clear()

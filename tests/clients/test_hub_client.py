@@ -187,3 +187,33 @@ async def test_a_token_callable_is_asked_again_after_4001_and_the_subscription_r
             await asyncio.wait_for(collect(subscription, 20, received), WAIT)
         assert hub.last_close_code == 4001 and len(keys) == 2 and subscription.gaps == 0
     assert received == [float(n) for n in range(1, 21)]
+
+
+async def test_overlapping_subscriptions_resume_without_taking_each_others_replay_twice(
+    hub_server: ServeProcess, rest: RestClient
+) -> None:
+    """Two subscriptions on one device's telemetry (exact and ``#``): after a cut, each resubscribe's replay is
+    handed to both; each still gets every message once, points frames (several messages per entry) included."""
+    device = await new_device(rest)
+    assert rest.token is not None
+    async with cuttable_proxy(hub_server.port) as proxy:
+        hub = HubClient(proxy.url, rest.token, backoff=fast_backoff())
+        async with hub, DeviceClient(hub_server.url, device.key) as sender:
+            exact = await hub.subscribe(f"devices/{device.id}/telemetry")
+            everything = await hub.subscribe(f"devices/{device.id}/#")
+            got: tuple[list[float], list[float]] = ([], [])
+            consumers = [
+                asyncio.create_task(collect(s, 60, into)) for s, into in zip((exact, everything), got, strict=True)
+            ]
+            await produce(sender, 20)
+            await eventually(lambda: len(got[0]) == len(got[1]) == 20, "the first 20 did not arrive")
+            proxy.cut()
+            for n in range(21, 61, 2):  # points frames: two messages each, one stream entry
+                await sender.send_points([(NOW_MS + n, {"n": n}), (NOW_MS + n + 1, {"n": n + 1})])
+            await sender.flush()
+            await asyncio.wait_for(asyncio.gather(*consumers), WAIT)
+            for subscription in (exact, everything):  # and nothing more: no duplicate after the last
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(anext(subscription), 0.5)
+            assert exact.gaps == everything.gaps == 0
+    assert got[0] == got[1] == [float(n) for n in range(1, 61)]

@@ -198,6 +198,23 @@ def test_composite_positions_resume_after_the_last_message_of_each_stream() -> N
     assert position.since() == {"offset": "events=9-0,telemetry=12-0", "epoch": "events=E1,telemetry=E3"}
 
 
+def test_messages_of_one_entry_are_each_taken_once_and_a_second_copy_is_dropped() -> None:
+    position = Position()
+    position.replied("5-0", "E", recovered=False)
+    # A points frame: three messages with one offset, numbered within their copy of the entry.
+    assert [position.advance("devices/a/telemetry", "6-0", "E", index) for index in range(3)] == [True] * 3
+    # Another subscription's replay hands the same entry again, numbered from 0: all of it is dropped...
+    assert [position.advance("devices/a/telemetry", "6-0", "E", index) for index in range(3)] == [False] * 3
+    # ...also after a resubscribe that recovered, which keeps what was read.
+    position.replied("6-0", "E", recovered=True)
+    assert not position.advance("devices/a/telemetry", "6-0", "E", 2)
+    assert position.advance("devices/a/telemetry", "7-0", "E", 0)
+    # A position a caller kept: the entry at it was read whole.
+    kept = Position.from_since("7-0", "E")
+    assert not kept.advance("devices/a/telemetry", "7-0", "E", 0)
+    assert kept.advance("devices/a/telemetry", "7-1", "E", 0)
+
+
 def test_plain_positions() -> None:
     position = Position.from_since("3-0", "E")
     assert position.since() == {"offset": "3-0", "epoch": "E"}
