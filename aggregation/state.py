@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from aggregation.closed_windows import ClosedWindows
-from aggregation.window_tables import SERIES_BITS, SERIES_MASK, Aggregates, ClosedRing, OpenWindows
-from aggregation.windows import Partials, aggregate
+from aggregation.window_tables import SERIES_BITS, SERIES_MASK, Aggregates, ClosedRing, OpenWindows, SampleRuns
+from aggregation.windows import Partials, reduce_partials
 
 __all__ = ["DEFAULT_RESOLUTIONS_MS", "WindowState"]
 
@@ -203,24 +203,33 @@ class WindowState:
         index = ts // level.width
         if level.base is None:
             level.base = int(index.min())
-        late = None if closed_through is None else (index + 1) * level.width <= closed_through
+        # A run (one series, one window) is late or not as a whole: its device's watermark is one.
+        runs = SampleRuns.of(series, index, values)
+        if closed_through is not None and runs.count is not None:
+            closed_through = closed_through[np.cumsum(runs.count) - runs.count]
+        late = None if closed_through is None else (runs.index + 1) * level.width <= closed_through
         if late is not None and late.any():
-            batch = aggregate(series[late], ts[late], values[late], level.width)
+            batch = self._grouped(level, runs.take(late))
             late_index = batch.start // level.width
             level.ring.accumulate(late_index, batch.series, (batch.count, batch.sum, batch.min, batch.max))
             level.late_rows.append((late_index, batch.series))
             on_time = ~late
             if not on_time.any():
                 return
-            series, ts, values, index = series[on_time], ts[on_time], values[on_time], index[on_time]
-        row, found = level.open.find((index - level.base) * (1 << SERIES_BITS) + series, series)
+            runs = runs.take(on_time)
+        row, found = level.open.find((runs.index - level.base) * (1 << SERIES_BITS) + runs.series, runs.series)
         if found.all():
-            level.open.accumulate(row, values)
+            level.open.accumulate(row, runs)
             return
         if found.any():
-            level.open.accumulate(row[found], values[found])
-        new = ~found
-        self._open(level, aggregate(series[new], ts[new], values[new], level.width))
+            level.open.accumulate(row[found], runs.take(found))
+        self._open(level, self._grouped(level, runs.take(~found)))
+
+    @staticmethod
+    def _grouped(level: _Resolution, runs: SampleRuns) -> Partials:
+        """One row per (series, window) of ``runs``, sorted by (start, series)."""
+        start = runs.index * level.width
+        return reduce_partials(Partials(runs.series, start, runs.counts(), runs.sum, runs.min, runs.max), start)
 
     def _open(self, level: _Resolution, batch: Partials) -> None:
         """Insert new open windows, reopening those closed only because their device went idle."""

@@ -12,12 +12,13 @@ that could still reach its old window would be dropped as too late, so the ring 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NO_WINDOW", "SERIES_BITS", "SERIES_MASK", "ClosedRing", "OpenWindows"]
+__all__ = ["NO_WINDOW", "SERIES_BITS", "SERIES_MASK", "ClosedRing", "OpenWindows", "SampleRuns"]
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -27,10 +28,71 @@ IntpArray = npt.NDArray[np.intp]
 # Low bits of an open window's key hold the series id, high bits the window index relative to a base.
 SERIES_BITS = 32
 SERIES_MASK = (1 << SERIES_BITS) - 1
+# Below this many samples a batch is folded sample by sample (finding its runs would cost more than it saves).
+MIN_SAMPLES_TO_COLLAPSE = 64
+# ...and when runs are more than this share of the samples (rows frames: each sample is a run of its own).
+MAX_RUN_SHARE = 0.5
 # Window index of an empty ring slot.
 NO_WINDOW = np.iinfo(np.int64).min
 
 Aggregates = tuple[Int64Array, Float64Array, Float64Array, Float64Array]
+
+
+@dataclass(slots=True)
+class SampleRuns:
+    """Samples folded into windows as runs: per run its series, window index and partial aggregates.
+
+    A run is consecutive samples of one series in one window: a columns frame gives a few per metric and
+    window instead of a thousand samples. ``count`` None: one sample per run (then sum, min and max are its
+    value), as rows frames give, whose consecutive samples are of different metrics.
+    """
+
+    series: Int64Array
+    index: Int64Array
+    count: Int64Array | None
+    sum: Float64Array
+    min: Float64Array
+    max: Float64Array
+
+    @classmethod
+    def of(cls, series: Int64Array, index: Int64Array, values: Float64Array) -> SampleRuns:
+        """The samples as runs, collapsed where that pays (``MIN_SAMPLES_TO_COLLAPSE``, ``MAX_RUN_SHARE``)."""
+        n = series.size
+        if n < MIN_SAMPLES_TO_COLLAPSE:
+            return cls(series, index, None, values, values, values)
+        change = np.empty(n, np.bool_)
+        change[0] = True
+        np.not_equal(series[1:], series[:-1], out=change[1:])
+        change[1:] |= index[1:] != index[:-1]
+        starts = np.flatnonzero(change)
+        if starts.size > n * MAX_RUN_SHARE:
+            return cls(series, index, None, values, values, values)
+        count = np.diff(np.append(starts, n)).astype(np.int64)
+        return cls(
+            series[starts],
+            index[starts],
+            count,
+            np.add.reduceat(values, starts),
+            np.minimum.reduceat(values, starts),
+            np.maximum.reduceat(values, starts),
+        )
+
+    def __len__(self) -> int:
+        return int(self.series.size)
+
+    def counts(self) -> Int64Array:
+        return np.ones(self.series.size, np.int64) if self.count is None else self.count
+
+    def take(self, selection: BoolArray) -> SampleRuns:
+        count = None if self.count is None else self.count[selection]
+        total = self.sum[selection]
+        if count is None:
+            return SampleRuns(self.series[selection], self.index[selection], None, total, total, total)
+        return SampleRuns(
+            self.series[selection], self.index[selection], count, total, self.min[selection], self.max[selection]
+        )
+
+
 _Column = TypeVar("_Column", Int64Array, Float64Array, BoolArray)
 
 
@@ -88,12 +150,12 @@ class OpenWindows:
         position: IntpArray = np.searchsorted(self.key, key)
         return position
 
-    def accumulate(self, row: IntpArray, values: Float64Array) -> None:
-        """Fold samples into existing rows (a row may repeat)."""
-        np.add.at(self.count, row, 1)
-        np.add.at(self.sum, row, values)
-        np.minimum.at(self.min, row, values)
-        np.maximum.at(self.max, row, values)
+    def accumulate(self, row: IntpArray, rows: SampleRuns) -> None:
+        """Fold runs of samples into existing rows (a row may repeat)."""
+        np.add.at(self.count, row, 1 if rows.count is None else rows.count)
+        np.add.at(self.sum, row, rows.sum)
+        np.minimum.at(self.min, row, rows.min)
+        np.maximum.at(self.max, row, rows.max)
 
     def insert(self, position: IntpArray, key: Int64Array, values: Aggregates, emitted: BoolArray) -> None:
         """Insert new rows (sorted, absent keys) at the positions ``position`` gave, keeping the table sorted.

@@ -1,7 +1,8 @@
 """``python -m benchmarks profile``: where the hub's CPU goes on each hot path, sampled with py-spy under load.
 
 For each workload (``ingest-rows``, ``ingest-columns``, ``fanout`` by default) the benchmark runs once against
-telehub alone; once the hub process is busy (above a quarter of a core) py-spy samples it for ``--seconds``
+telehub alone; ``--warmup`` seconds after the hub process gets busy (above a quarter of a core: provisioning
+first, then the load) py-spy samples it for ``--seconds``
 and the hub's and its redis-server's CPU over the same span are read from ``/proc``. Written to
 ``benchmarks/results/profiles/``: ``<workload>.folded`` (py-spy's raw stacks, one line per stack with its
 count: open with speedscope or flamegraph.pl) and ``<workload>.md``: the hub/Redis CPU split, the share of
@@ -144,7 +145,7 @@ def _wait_until_busy(bench: subprocess.Popen[bytes]) -> tuple[int, int | None]:
     raise RuntimeError("the hub never got busy: run the workload alone to see why")
 
 
-def profile_workload(workload: str, seconds: float, rate: int, out_dir: Path) -> Path:
+def profile_workload(workload: str, seconds: float, rate: int, out_dir: Path, warmup: float = 10.0) -> Path:
     args = ["python", "-m", "benchmarks", workload, *WORKLOAD_ARGS[workload]]
     print(f"profile: {' '.join(args)}", flush=True)
     # The workload's own tables are not kept: this run is slowed by the sampling.
@@ -152,6 +153,8 @@ def profile_workload(workload: str, seconds: float, rate: int, out_dir: Path) ->
     bench = subprocess.Popen([sys.executable, *args[1:], "--results-dir", scratch.name])
     try:
         hub, redis = _wait_until_busy(bench)
+        # Busy comes first from provisioning devices over REST and their handshakes: let the load take over.
+        time.sleep(warmup)
         print(f"profile: sampling hub pid {hub} for {seconds:.0f} s at {rate} Hz", flush=True)
         folded = out_dir / f"{workload}.folded"
         hub_before, redis_before = cpu_seconds(hub) or 0.0, (cpu_seconds(redis) if redis else None) or 0.0
@@ -171,7 +174,9 @@ def profile_workload(workload: str, seconds: float, rate: int, out_dir: Path) ->
         bench.wait()
         scratch.cleanup()
     profile = read_folded(folded.read_text().splitlines())
-    command = f"python -m benchmarks profile --workload {workload} --seconds {seconds:g} --rate {rate}"
+    command = (
+        f"python -m benchmarks profile --workload {workload} --seconds {seconds:g} --rate {rate} --warmup {warmup:g}"
+    )
     report = out_dir / f"{workload}.md"
     report.write_text(markdown(workload, profile, hub_cores, redis_cores, command))
     print(f"profile: {report} ({profile.samples:,} samples)", flush=True)
@@ -183,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", default="ingest-rows,ingest-columns,fanout", help="comma list (default: three)")
     parser.add_argument("--seconds", type=float, default=15.0, help="sampling span (default 15)")
     parser.add_argument("--rate", type=int, default=250, help="samples per second (default 250)")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds from busy to sampling (default 10)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR / "profiles")
     args = parser.parse_args(argv)
     workloads = args.workload.split(",")
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no profile for {', '.join(unknown)}; choose from {', '.join(WORKLOAD_ARGS)}")
     args.results_dir.mkdir(parents=True, exist_ok=True)
     for workload in workloads:
-        profile_workload(workload, args.seconds, args.rate, args.results_dir)
+        profile_workload(workload, args.seconds, args.rate, args.results_dir, args.warmup)
     return 0
 
 

@@ -192,7 +192,9 @@ class DeviceGateway:
             self._spawn(self._command_result(session, frame))
             return
         seq = 0 if isinstance(frame, CommandResultFrame) else frame.seq
-        if not session.received(seq):
+        if seq == session.received_seq + 1:  # the usual case, inline: the next frame in order
+            session.received_seq = seq
+        elif not session.received(seq):
             # Stored it would be lost (the store keeps only seqs above the highest stored), so it is refused.
             FRAMES_REJECTED.labels("invalid_seq").inc()
             message = f"seq {seq} comes after {session.received_seq} on this connection: seqs must grow"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from aggregation import ClosedWindows, WindowState
+from aggregation import ClosedWindows, WindowState, window_tables
 from tests.aggregation.reference import Aggregate, WindowReference, close_enough
 
 T0 = 1_800_000_000_000
@@ -88,6 +89,23 @@ configs = st.tuples(
 @settings(max_examples=250, deadline=None)
 @given(configs, st.lists(step, min_size=1, max_size=12))
 def test_emissions_match_reference(config: tuple, steps: list) -> None:
+    check_against_reference(config, steps)
+
+
+@settings(max_examples=250, deadline=None)
+@given(configs, st.lists(step, min_size=1, max_size=12))
+def test_emissions_match_reference_when_samples_are_folded_as_runs(config: tuple, steps: list) -> None:
+    """Every batch collapsed into runs (one series, one window), as columns frames are: samples sorted by series
+    so that runs form, and the thresholds that keep small or run-less batches sample by sample set aside."""
+    in_runs = [(delta, rows and sorted(rows, key=lambda r: r[0]), close) for delta, rows, close in steps]
+    with (
+        mock.patch.object(window_tables, "MIN_SAMPLES_TO_COLLAPSE", 1),
+        mock.patch.object(window_tables, "MAX_RUN_SHARE", 1.0),
+    ):
+        check_against_reference(config, in_runs)
+
+
+def check_against_reference(config: tuple, steps: list) -> None:
     resolutions, lateness, horizon, idle = config
     state = WindowState(resolutions, allowed_lateness_ms=lateness, late_horizon_ms=horizon, idle_timeout_ms=idle)
     reference = WindowReference(resolutions, lateness, horizon, idle)
@@ -187,6 +205,25 @@ def test_late_sample_within_horizon_corrects_the_window() -> None:
     assert (closed.start.tolist(), closed.count.tolist(), closed.corrected.tolist()) == ([T0], [2], [True])
     assert closed.sum.tolist() == [6.0] and closed.avg.tolist() == [3.0]
     assert state.late_dropped == 0
+
+
+def test_in_a_batch_of_runs_each_run_is_late_or_not_by_its_own_device() -> None:
+    state = make_state()
+    put(state, 0, 0, [T0 + 100], now=0, value=2.0)
+    put(state, 0, 0, [T0 + 2_500], now=10)
+    put(state, 1, 1, [T0 + 100], now=10)
+    assert rows(state.close(10)) == [(0, 0, 1, False)]  # device 0's first window closed; device 1's open
+    # One batch of two runs of 100 samples (folded as runs): device 1's on time, then device 0's late.
+    n = 100
+    state.add(
+        np.repeat(np.array([1, 0], np.int64), n),
+        np.repeat(np.array([1, 0], np.int64), n),
+        np.repeat(np.array([T0 + 200, T0 + 900], np.int64), n),
+        np.full(2 * n, 1.0),
+        now_ms=20,
+    )
+    assert rows(state.close(20)) == [(0, 0, 1 + n, True)]  # the correction of device 0's closed window
+    assert rows(state.close(60_000)) == [(0, 2_000, 1, False), (1, 0, 1 + n, False)]
 
 
 def test_samples_older_than_the_horizon_are_counted_not_aggregated() -> None:
