@@ -13,7 +13,7 @@ test:
 lint:
 	scripts/lint
 
-# Every workload of ../shared/BENCHMARKS.md against its references, about 30 minutes (benchmarks/suite.py).
+# Every workload of ../shared/BENCHMARKS.md against its references, about 34 minutes (benchmarks/suite.py).
 bench:
 	scripts/setup
 	benchmarks/install_peers.sh

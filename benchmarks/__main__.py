@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         f"  {'':<16} against the broadcast floor, Mosquitto, NATS and python-socketio (its own --help)\n"
         f"  {'commands':<16} REST to device to result: round trip on an idle hub, commands/s at saturation "
         "(its own --help)\n"
-        f"  {'all':<16} every workload above, three runs each, in about 30 minutes (its own --help)\n"
+        f"  {'all':<16} every workload above, three runs each, about 34 minutes (its own --help)\n"
         f"  {'profile':<16} py-spy profiles of the hub on ingest-rows, ingest-columns and fanout (its own --help)\n\n"
         f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
