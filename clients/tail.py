@@ -86,7 +86,8 @@ async def _tail(options: TailOptions, out: TextIO, err: TextIO) -> int:
             raise ToolError(f"the hub refused the dashboard connection: {exc.reason}") from None
         subscription = await _subscribe(hub, options, notice)
         reader = asyncio.get_running_loop().create_task(_print_messages(subscription, options, out))
-        watcher = asyncio.get_running_loop().create_task(_watch_connection(hub, notice))
+        notices = _ConnectionNotices(hub, notice)
+        watcher = asyncio.get_running_loop().create_task(notices.watch())
         with _cancel_on_signals(reader):
             try:
                 await reader
@@ -97,6 +98,7 @@ async def _tail(options: TailOptions, out: TextIO, err: TextIO) -> int:
                 raise ToolError(f"the hub ended the session: {exc}") from None
             finally:
                 watcher.cancel()
+                notices.check()
     finally:
         await hub.close()
     return 0
@@ -130,17 +132,30 @@ async def _print_messages(subscription: Subscription, options: TailOptions, out:
         shown += 1
 
 
-async def _watch_connection(hub: HubClient, notice: Callable[[str], None]) -> None:
-    """Say when the connection drops and when it is back (the SDK resubscribes with ``since``)."""
-    was = hub.connected
-    while True:
-        await asyncio.sleep(WATCH_S)
-        now = hub.connected
-        if was and not now:
-            notice(f"connection lost (close code {hub.last_close_code}); reconnecting")
-        elif now and not was:
-            notice("reconnected; resuming where it stopped")
-        was = now
+class _ConnectionNotices:
+    """Says when the connection drops and when it is back (the SDK resubscribes with ``since``): checked every
+    ``WATCH_S`` and once more at the end, and told by the SDK's count of connections, so a drop and reconnect
+    between two checks, or just before the last message, is still said."""
+
+    def __init__(self, hub: HubClient, notice: Callable[[str], None]) -> None:
+        self.hub = hub
+        self.notice = notice
+        self.connections = hub.connections
+        self.lost = False
+
+    def check(self) -> None:
+        if not self.lost and (not self.hub.connected or self.hub.connections > self.connections):
+            self.lost = True
+            self.notice(f"connection lost (close code {self.hub.last_close_code}); reconnecting")
+        if self.lost and self.hub.connected and self.hub.connections > self.connections:
+            self.lost = False
+            self.connections = self.hub.connections
+            self.notice("reconnected; resuming where it stopped")
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_S)
+            self.check()
 
 
 @contextlib.contextmanager

@@ -33,14 +33,23 @@ def truth(samples: Iterable[tuple[int, str, float]], width: int) -> Windows:
 
 def entries(client: redis.Redis, key: str) -> list[dict[str, Any]]:
     """The entries of an aggregate stream: fields, with the payload parsed."""
-    return [{**fields, "p": orjson.loads(fields["p"])} for _, fields in client.xrange(key)]
+    return _parsed(client.xrange(key))
+
+
+def _parsed(raw: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    return [{**fields, "p": orjson.loads(fields["p"])} for _, fields in raw]
 
 
 def stored(client: redis.Redis, org_id: str, device_id: str, label: str) -> Windows:
     """The device's windows of one resolution, the latest entry per (window, metric) winning, after checking
-    that every entry is well-formed and that the organization's stream holds the same entries."""
-    mine = entries(client, stream_keys.device_aggregates(org_id, device_id, label))
-    org = [e for e in entries(client, stream_keys.org_aggregates(org_id, label)) if e["d"] == device_id]
+    that every entry is well-formed and that the organization's stream holds the same entries (both read in
+    one transaction: windows may still be being written)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xrange(stream_keys.device_aggregates(org_id, device_id, label))
+        pipe.xrange(stream_keys.org_aggregates(org_id, label))
+        device_raw, org_raw = pipe.execute()
+    mine = _parsed(device_raw)
+    org = [e for e in _parsed(org_raw) if e["d"] == device_id]
     assert org == mine
     windows: Windows = {}
     for entry in mine:

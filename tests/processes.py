@@ -30,6 +30,7 @@ __all__ = [
     "STOP_TIMEOUT",
     "TELEHUB",
     "ServeProcess",
+    "admin_hub_env",
     "admin_json",
     "cmdline",
     "free_port",
@@ -68,6 +69,19 @@ def telehub_env(**variables: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(variables)
     return env
+
+
+def admin_hub_env(secret: str, email: str, password: str, **variables: str) -> dict[str, str]:
+    """``telehub_env`` for a server that tests drive hard: its own JWT secret, rate limits out of the way, and a
+    bootstrap admin with this login."""
+    return telehub_env(
+        TELEHUB_SECRET=f"{secret}-" + "x" * 40,
+        TELEHUB_RATE_LIMIT_PER_MINUTE="1000000",
+        TELEHUB_RATE_LIMIT_BURST="100000",
+        TELEHUB_BOOTSTRAP_EMAIL=email,
+        TELEHUB_BOOTSTRAP_PASSWORD=password,
+        **variables,
+    )
 
 
 def run_telehub(*args: str, env: Mapping[str, str], timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:

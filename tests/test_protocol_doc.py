@@ -40,7 +40,7 @@ from ingest import codec
 from ingest.gateway import GatewaySettings
 from ingest.limits import MAX_ERROR_CHARS, FrameLimits
 from tests.conftest import TIMEOUT
-from tests.processes import ServeProcess, serve, telehub_env
+from tests.processes import ServeProcess, admin_hub_env, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "protocol.md"
@@ -52,13 +52,7 @@ _devices = itertools.count(1)
 
 
 def hub_env() -> dict[str, str]:
-    return telehub_env(
-        TELEHUB_SECRET="protocol-doc-tests-" + "x" * 40,
-        TELEHUB_RATE_LIMIT_PER_MINUTE="1000000",
-        TELEHUB_RATE_LIMIT_BURST="100000",
-        TELEHUB_BOOTSTRAP_EMAIL=ADMIN_EMAIL,
-        TELEHUB_BOOTSTRAP_PASSWORD=ADMIN_PASSWORD,
-    )
+    return admin_hub_env("protocol-doc-tests", ADMIN_EMAIL, ADMIN_PASSWORD)
 
 
 # Reading the page.

@@ -14,7 +14,7 @@ import pytest
 
 from clients import RestClient
 from tests.conftest import TIMEOUT
-from tests.processes import ServeProcess, serve, telehub_env
+from tests.processes import ServeProcess, admin_hub_env, serve
 
 ADMIN_EMAIL = "sdk-admin@example.com"
 ADMIN_PASSWORD = "correct-horse-battery"
@@ -23,15 +23,8 @@ _devices = itertools.count(1)
 
 
 def hub_env() -> dict[str, str]:
-    return telehub_env(
-        TELEHUB_SECRET="sdk-tests-secret-" + "x" * 40,
-        TELEHUB_RATE_LIMIT_PER_MINUTE="1000000",
-        TELEHUB_RATE_LIMIT_BURST="100000",
-        TELEHUB_BOOTSTRAP_EMAIL=ADMIN_EMAIL,
-        TELEHUB_BOOTSTRAP_PASSWORD=ADMIN_PASSWORD,
-        # Webhooks to loopback (nothing listens there: the SDK tests only manage them).
-        TELEHUB_WEBHOOK_ALLOW_PRIVATE="1",
-    )
+    # Webhooks to loopback (nothing listens there: the SDK tests only manage them).
+    return admin_hub_env("sdk-tests-secret", ADMIN_EMAIL, ADMIN_PASSWORD, TELEHUB_WEBHOOK_ALLOW_PRIVATE="1")
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,10 @@ async def test_a_sigkilled_hub_loses_and_duplicates_nothing(own_server: ServePro
         await asyncio.wait_for(client.flush(), WAIT)
         assert client.connections >= 2
         assert client.acked_seq == FRAMES
-        assert client.frames_written >= FRAMES + 64, "the unacked window was written again"
+        # The window's frames the hub had not stored when it was stopped were written again (it may have stored
+        # some of the 64 before the stop without acking them: hello then says so and those are not resent).
+        written_again = client.frames_written - FRAMES
+        assert 1 <= written_again <= 64, f"{written_again} frames written again"
 
     async with admin_rest(own_server) as rest:
         seqs = await stored_seqs(rest, device.id)

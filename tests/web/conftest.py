@@ -16,7 +16,7 @@ from playwright.async_api import BrowserContext, Page, async_playwright
 
 from clients import RestClient
 from tests.conftest import TIMEOUT
-from tests.processes import ServeProcess, serve, telehub_env
+from tests.processes import ServeProcess, admin_hub_env, serve
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "change-me-now"
@@ -40,13 +40,7 @@ _devices = itertools.count(1)
 
 
 def web_env() -> dict[str, str]:
-    return telehub_env(
-        TELEHUB_SECRET="web-tests-secret-" + "x" * 40,
-        TELEHUB_RATE_LIMIT_PER_MINUTE="1000000",
-        TELEHUB_RATE_LIMIT_BURST="100000",
-        TELEHUB_BOOTSTRAP_EMAIL=ADMIN_EMAIL,
-        TELEHUB_BOOTSTRAP_PASSWORD=ADMIN_PASSWORD,
-    )
+    return admin_hub_env("web-tests-secret", ADMIN_EMAIL, ADMIN_PASSWORD)
 
 
 @pytest.fixture(scope="module")
