@@ -7,7 +7,7 @@ Starts ``telehub serve`` (embedded Redis, a temporary data directory, a free por
 device sends is encoded here with msgpack as a device would encode it, and every frame the hub sends back is
 recorded as received. It then rewrites, in docs/protocol.md, each block between ``<!-- frame DIRECTION NAME -->``
 and ``<!-- /frame -->``, the handshake block and the byte-by-byte annotation, and leaves the prose alone. The
-names in the page must come in the order played here (tests/test_protocol_doc.py replays them in page order).
+names in the page must come in the order played here (tests/protocol/ replays them in page order).
 """
 
 from __future__ import annotations

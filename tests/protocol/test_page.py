@@ -13,138 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import json
 import re
-import signal
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import msgpack
 import numpy as np
 import pytest
 import uvicorn
-import websockets
-from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
 
 from hub.commands.service import MAX_RESULT_BYTES
 from hub.config import HubConfig
 from ingest import codec
 from ingest.gateway import GatewaySettings
 from ingest.limits import MAX_ERROR_CHARS, FrameLimits
-from tests.conftest import TIMEOUT
-from tests.processes import ServeProcess, admin_hub_env, serve
-
-ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "docs" / "protocol.md"
-ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "change-me-now"
-WAIT = 10 * TIMEOUT
-DAY_MS = 86_400_000
-COMMAND_ID = re.compile(r"cmd_[A-Za-z0-9_-]{22}")
-_devices = itertools.count(1)
-
-
-def hub_env() -> dict[str, str]:
-    return admin_hub_env("protocol-doc-tests", ADMIN_EMAIL, ADMIN_PASSWORD)
-
-
-# Reading the page.
-
-
-@dataclass(frozen=True)
-class Dump:
-    direction: str  # "device" or "hub"
-    name: str
-    data: bytes | str  # bytes: a binary frame (from its hex dump); str: a text frame as shown
-    shown: Any  # the JSON shown beside a binary dump (None when the page shows none) or the text frame parsed
-    line: int
-
-    @property
-    def binary(self) -> bool:
-        return isinstance(self.data, bytes)
-
-
-FRAME_BLOCK = re.compile(r"<!-- frame (device|hub) ([a-z0-9-]+) -->\n(.*?)<!-- /frame -->", re.S)
-FENCE = re.compile(r"```(\w+)\n(.*?)\n```", re.S)
-HEX_AREA = re.compile(r"(?:[0-9a-f]{2} ){0,15}[0-9a-f]{2} *")
-
-
-def page() -> str:
-    return PAGE.read_text()
-
-
-def parse_hexdump(text: str) -> bytes:
-    """An ``xxd -g1`` dump: offset, up to 16 hex bytes in a column padded to 47 characters, two spaces, ASCII."""
-    data = bytearray()
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        offset, colon, hex_area, gap, ascii_column = line[:8], line[8:10], line[10:57], line[57:59], line[59:]
-        assert colon == ": " and gap == "  " and HEX_AREA.fullmatch(hex_area), f"not an xxd -g1 line: {line!r}"
-        assert int(offset, 16) == len(data), f"offset {offset} after {len(data)} bytes"
-        chunk = bytes.fromhex(hex_area)
-        assert len(chunk) == 16 or i == len(lines) - 1, f"a short line before the last: {line!r}"
-        printable = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
-        assert ascii_column == printable, f"ASCII column {ascii_column!r} is not that of the bytes ({printable!r})"
-        data += chunk
-    return bytes(data)
-
-
-def page_dumps(text: str | None = None) -> list[Dump]:
-    text = page() if text is None else text
-    dumps = []
-    for block in FRAME_BLOCK.finditer(text):
-        direction, name, body = block[1], block[2], block[3]
-        line = text.count("\n", 0, block.start()) + 1
-        fences = [(m[1], m[2]) for m in FENCE.finditer(body)]
-        kinds = [kind for kind, _ in fences]
-        if kinds == ["text", "json"]:
-            dumps.append(Dump(direction, name, parse_hexdump(fences[0][1]), json.loads(fences[1][1]), line))
-        elif kinds == ["text"]:
-            dumps.append(Dump(direction, name, parse_hexdump(fences[0][1]), None, line))
-        elif kinds == ["json"]:
-            dumps.append(Dump(direction, name, fences[0][1], json.loads(fences[0][1]), line))
-        else:
-            raise AssertionError(f"docs/protocol.md:{line}: frame {name} holds {kinds}, not a dump and its JSON")
-    return dumps
-
-
-def as_shown(value: Any, key: str = "") -> Any:
-    """A decoded MessagePack value in the page's notation: a bin is ``{"$bin", "$dtype", "$values"}``."""
-    if isinstance(value, dict):
-        return {k: as_shown(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_shown(v) for v in value]
-    if isinstance(value, bytes):
-        # The dtypes the hub reads columns with (ingest.codec): ts little-endian int64, values little-endian float64.
-        dtype = "<i8" if key == "ts" else "<f8"
-        return {"$bin": value.hex(), "$dtype": dtype, "$values": np.frombuffer(value, dtype=dtype).tolist()}
-    return value
-
-
-def decode(data: bytes | str) -> Any:
-    return msgpack.unpackb(data, raw=False) if isinstance(data, bytes) else json.loads(data)
-
-
-def table(text: str, heading: str) -> list[list[str]]:
-    """The rows (cells stripped) of the first table after ``heading``."""
-    section = text.split(heading, 1)[1]
-    rows = []
-    for line in section.splitlines():
-        if line.startswith("|"):
-            rows.append([cell.strip() for cell in line.strip("|").split("|")])
-        elif rows:
-            break
-    return rows[2:]  # without the header and the |---| line
-
-
-# The page on its own.
+from tests.protocol.conftest import Live
+from tests.protocol.page import COMMAND_ID, DAY_MS, ROOT, WAIT, Dump, as_shown, decode, page, page_dumps, table
 
 
 def test_every_dump_decodes_to_the_json_beside_it() -> None:
@@ -229,53 +115,6 @@ def test_the_heartbeat_figures_are_uvicorns_defaults_which_the_hub_keeps() -> No
 
 
 # Against a live hub.
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    with serve(data_dir=tmp_path_factory.mktemp("protocol-doc") / "data", env=hub_env()) as process:
-        yield process
-
-
-@dataclass
-class Live:
-    process: ServeProcess
-    http: httpx.AsyncClient
-
-    @property
-    def ws_url(self) -> str:
-        return self.process.url.replace("http://", "ws://") + "/api/v1/ws/device"
-
-    async def device(self, device_id: str | None = None) -> tuple[str, str]:
-        """A new device (its id and key)."""
-        device_id = device_id or f"proto-{next(_devices)}"
-        reply = await self.http.post("/devices", json={"id": device_id, "name": device_id, "type": "boiler"})
-        assert reply.status_code == 201, reply.text
-        reply = await self.http.post(f"/devices/{device_id}/keys")
-        return device_id, reply.json()["device_key"]
-
-    def connect(self, key: str, query: str = "") -> Any:
-        return websockets.connect(
-            self.ws_url + query,
-            additional_headers={"Authorization": f"Bearer {key}"},
-            subprotocols=[Subprotocol("telehub.v1")],
-            max_size=None,
-            open_timeout=WAIT,
-        )
-
-    async def stored(self, device_id: str) -> list[dict[str, Any]]:
-        reply = await self.http.get(f"/devices/{device_id}/messages", params={"limit": 100, "order": "asc"})
-        assert reply.status_code == 200, reply.text
-        messages: list[dict[str, Any]] = reply.json()["data"]
-        return messages
-
-
-@pytest.fixture
-async def live(hub: ServeProcess) -> AsyncIterator[Live]:
-    async with httpx.AsyncClient(base_url=hub.url + "/api/v1", timeout=WAIT) as http:
-        login = await http.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-        http.headers["Authorization"] = "Bearer " + login.json()["token"]
-        yield Live(hub, http)
 
 
 def now_ms() -> int:
@@ -481,149 +320,3 @@ async def test_the_limits_hold_on_a_live_hub(live: Live) -> None:
 
 
 # The handshake.
-
-
-def raw_http(port: int, request: str) -> tuple[str, bytes]:
-    """Send ``request`` on a fresh TCP connection; the answer's head (CRLF as newlines) and what follows."""
-    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
-        sock.sendall(request.encode())
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        head, _, rest = answer.partition(b"\r\n\r\n")
-        length = re.search(rb"(?im)^content-length: *(\d+)", head)
-        while length is not None and len(rest) < int(length[1]):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-    return head.decode().replace("\r\n", "\n"), rest
-
-
-async def test_the_handshake_is_the_pages(live: Live) -> None:
-    block = page().split("<!-- handshake -->", 1)[1].split("<!-- /handshake -->", 1)[0]
-    request, response = (m[2] for m in FENCE.finditer(block))
-    _, key = await live.device()
-    request = request.replace("dk_…", key).replace("hub.example.com:8080", f"127.0.0.1:{live.process.port}")
-    expected = [line for line in response.splitlines() if not line.startswith("Date:")]
-    head, _ = raw_http(live.process.port, request.replace("\n", "\r\n") + "\r\n\r\n")
-    assert [line for line in head.splitlines() if not line.startswith("Date:")] == expected
-    # "an offered permessage-deflate is not taken": the same answer.
-    assert "| extensions | none: an offered `permessage-deflate` is not taken" in page()
-    deflate = request.replace("\nAuthorization", "\nSec-WebSocket-Extensions: permessage-deflate\nAuthorization")
-    head, _ = raw_http(live.process.port, deflate.replace("\n", "\r\n") + "\r\n\r\n")
-    assert [line for line in head.splitlines() if not line.startswith("Date:")] == expected
-
-
-async def test_refused_handshakes_answer_the_pages_statuses(live: Live) -> None:
-    rows = {int(row[0]): row for row in table(page(), "A refused handshake is an HTTP answer")}
-    assert set(rows) == {101, 400, 401, 403, 404, 503}
-    port = live.process.port
-    upgrade = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-    key_header = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    cases = {
-        400: "GET /api/v1/ws/device HTTP/1.1\r\n" + upgrade + "\r\n",
-        401: "GET /api/v1/ws/device HTTP/1.1\r\n" + upgrade + key_header + "Authorization: Bearer dk_unknown\r\n\r\n",
-        403: "GET /api/v1/ws/devices HTTP/1.1\r\n" + upgrade + key_header + "\r\n",
-        404: "GET /api/v1/ws/device HTTP/1.1\r\nHost: x\r\n\r\n",
-    }
-    for status, request in cases.items():
-        head, body = raw_http(port, request)
-        assert head.split("\n", 1)[0].split(" ")[1] == str(status), (status, head)
-        code = re.search(r'"code": "([a-z_]+)"', rows[status][2])
-        if code is not None:
-            assert json.loads(body)["error"]["code"] == code[1], (status, body)
-        elif rows[status][2] == "empty":
-            assert body == b""
-        else:
-            assert body.startswith(b"Failed to open a WebSocket connection: missing Sec-WebSocket-Key")
-    # And with no Authorization header at all.
-    head, body = raw_http(port, "GET /api/v1/ws/device HTTP/1.1\r\n" + upgrade + key_header + "\r\n")
-    assert head.startswith("HTTP/1.1 401") and json.loads(body)["error"]["code"] == "unauthenticated"
-    # A client that offers no subprotocol is served the same.
-    _, key = await live.device()
-    async with websockets.connect(live.ws_url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
-        assert ws.subprotocol is None and msgpack.unpackb(await ws.recv())["type"] == "hello"
-
-
-# Close codes.
-
-
-def close_rows() -> dict[int, list[str]]:
-    return {int(row[0]): row for row in table(page(), "## Close codes")}
-
-
-def reason(code: int) -> str:
-    return re.search(r"reason: `([^`]+)`", close_rows()[code][2])[1]  # type: ignore[index]
-
-
-async def closed_with(ws: Any) -> tuple[int | None, str | None]:
-    with contextlib.suppress(ConnectionClosed):
-        while True:
-            await asyncio.wait_for(ws.recv(), WAIT)
-    return ws.close_code, ws.close_reason
-
-
-async def test_close_codes_1009_4003_4001_1002_as_the_page_says(live: Live) -> None:
-    assert set(close_rows()) == {1000, 1002, 1006, 1009, 1012, 4001, 4003}
-    limit = HubConfig().max_frame_bytes
-    device_id, key = await live.device()
-    async with live.connect(key) as ws:
-        await ws.recv()
-        await ws.send(b"\xc1" * limit)  # at the limit: refused as a frame, the connection stays
-        assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT))["code"] == "invalid_encoding"
-        await ws.send(b"\xc1" * (limit + 1))
-        assert await closed_with(ws) == (1009, reason(1009).replace("N", str(limit + 1)))
-    async with live.connect(key) as first:
-        await first.recv()
-        async with live.connect(key) as second:
-            await second.recv()
-            assert await closed_with(first) == (4003, reason(4003))
-            assert (await live.http.post(f"/devices/{device_id}/keys")).status_code == 201  # rotation
-            assert await closed_with(second) == (4001, reason(4001))
-    _, key = await live.device(device_id + "-deleted")
-    async with live.connect(key) as ws:
-        await ws.recv()
-        assert (await live.http.delete(f"/devices/{device_id}-deleted")).status_code == 204
-        assert await closed_with(ws) == (4001, reason(4001))
-    # 1002: an unmasked frame (raw socket: client libraries always mask).
-    _, key = await live.device()
-    request = (
-        "GET /api/v1/ws/device HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        f"Authorization: Bearer {key}\r\n\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", live.process.port), timeout=WAIT) as sock:
-        sock.sendall(request.encode())
-        received = b""
-        while b"\r\n\r\n" not in received:
-            received += sock.recv(65536)
-        hello = received.partition(b"\r\n\r\n")[2]
-        while len(hello) < 2 or len(hello) < 2 + hello[1]:
-            hello += sock.recv(65536)
-        sock.sendall(b"\x82\x01\xc1")  # FIN + binary, length 1, no mask bit
-        rest = hello[2 + hello[1] :]
-        while len(rest) < 4:
-            chunk = sock.recv(65536)
-            assert chunk, "closed without a close frame"
-            rest += chunk
-    assert rest[0] == 0x88 and int.from_bytes(rest[2:4], "big") == 1002  # a close frame, code 1002
-
-
-async def test_close_1012_when_the_hub_shuts_down(tmp_path: Path) -> None:
-    with serve(data_dir=tmp_path / "data", env=hub_env()) as process:
-        async with httpx.AsyncClient(base_url=process.url + "/api/v1", timeout=WAIT) as http:
-            login = await http.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
-            http.headers["Authorization"] = "Bearer " + login.json()["token"]
-            live = Live(process, http)
-            _, key = await live.device()
-            async with live.connect(key) as ws:
-                await ws.recv()
-                await ws.send(msgpack.packb({"type": "telemetry", "seq": 1, "metrics": {"t": 1}}))
-                assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), WAIT)) == {"type": "ack", "seq": 1}
-                process.send(signal.SIGTERM)
-                assert await closed_with(ws) == (1012, reason(1012))
-        assert process.wait() == 0
