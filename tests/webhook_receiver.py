@@ -52,6 +52,12 @@ def verify_signature(
     return hmac.compare_digest(expected, parts["v1"])
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: with the hub's 4 + 4 concurrent deliveries (each on a new
+    # connection, HTTP/1.0) and a busy accept thread, a SYN dropped past it is resent only after 1 s.
+    request_queue_size = 128
+
+
 class Receiver:
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -76,7 +82,7 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
