@@ -25,12 +25,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import reduce
 
 import numpy as np
 import numpy.typing as npt
 
 from aggregation.closed_windows import ClosedWindows
-from aggregation.window_tables import SERIES_BITS, SERIES_MASK, Aggregates, ClosedRing, OpenWindows, SampleRuns
+from aggregation.window_tables import (
+    SERIES_BITS,
+    SERIES_MASK,
+    Aggregates,
+    ClosedRing,
+    OpenWindows,
+    SampleRuns,
+    run_starts,
+)
 from aggregation.windows import Partials, reduce_partials
 
 __all__ = ["DEFAULT_RESOLUTIONS_MS", "WindowState"]
@@ -38,6 +47,7 @@ __all__ = ["DEFAULT_RESOLUTIONS_MS", "WindowState"]
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntpArray = npt.NDArray[np.intp]
 
 DEFAULT_RESOLUTIONS_MS = (1_000, 60_000, 3_600_000)
 # Timestamp of "never": far below any real one, far enough above int64's minimum that subtracting
@@ -93,6 +103,9 @@ class WindowState:
         self.late_dropped = 0
         reach = allowed_lateness_ms + late_horizon_ms
         self._levels = [_Resolution(r, math.ceil(reach / r) + 1) for r in self.resolutions_ms]
+        # The widest width every resolution is a multiple of: a run of samples within one such unit lies in
+        # one window of every resolution, so a batch collapsed into these runs once serves every level.
+        self._unit = reduce(math.gcd, self.resolutions_ms)
         # Per device id: largest timestamp seen, watermark at the last close, largest timestamp at the last
         # idle close, processing time last seen, and whether its idle close is done.
         self._seen_max: Int64Array = np.empty(0, np.int64)
@@ -122,7 +135,11 @@ class WindowState:
             raise ValueError("device, series, ts and values must be one-dimensional and of equal length")
         if ts.size == 0:
             return
-        self._check_and_grow(device, series, ts)
+        unit_index = ts // self._unit
+        starts = run_starts(series, unit_index)
+        if starts is not None and self._add_runs(starts, unit_index, device, series, ts, values, now_ms):
+            return
+        self._check_and_grow(device, series, int(ts.min()), int(ts.max()))
         self._device_of_series[series] = device
         self._last_seen[device] = now_ms
         self._idle_done[device] = False
@@ -138,7 +155,13 @@ class WindowState:
         closed_through = self._closed_through[device]
         any_late = bool((ts < closed_through).any())
         for level in self._levels:
-            self._add_to(level, series, ts, values, closed_through if any_late else None)
+            index = ts // level.width
+            # Sample by sample where the batch did not form runs at the unit width (it will not at wider ones).
+            runs = SampleRuns.of(series, index, values, collapse=starts is not None)
+            level_closed_through = closed_through if any_late else None
+            if level_closed_through is not None and runs.count is not None:
+                level_closed_through = level_closed_through[np.cumsum(runs.count) - runs.count]
+            self._add_to(level, runs, level_closed_through)
 
     def close(self, now_ms: int) -> dict[int, ClosedWindows]:
         """Emit the windows due by watermark or idle timeout and the corrections since the last close."""
@@ -166,13 +189,12 @@ class WindowState:
 
     # Adding.
 
-    def _check_and_grow(self, device: Int64Array, series: Int64Array, ts: Int64Array) -> None:
-        """Refuse ids and timestamps the tables cannot hold, then make room for new ids."""
+    def _check_and_grow(self, device: Int64Array, series: Int64Array, first: int, last: int) -> None:
+        """Refuse ids and timestamps (``first`` to ``last``) the tables cannot hold, then make room for new ids."""
         device_low, device_high = int(device.min()), int(device.max())
         series_low, series_high = int(series.min()), int(series.max())
         if device_low < 0 or series_low < 0 or series_high > SERIES_MASK:
             raise ValueError(f"device ids must be >= 0 and series ids in [0, {SERIES_MASK}]")
-        first, last = int(ts.min()), int(ts.max())
         if not all(level.index_range_ok(first, last) for level in self._levels):
             raise ValueError(f"timestamps {first}..{last} are too far from the first one this state saw")
         if device_high >= self._seen_max.size:
@@ -190,23 +212,50 @@ class WindowState:
                 level.ring.grow(capacity)
                 level.open.grow(capacity)
 
-    def _add_to(
+    def _add_runs(
         self,
-        level: _Resolution,
+        starts: IntpArray,
+        unit_index: Int64Array,
+        device: Int64Array,
         series: Int64Array,
         ts: Int64Array,
         values: Float64Array,
-        closed_through: Int64Array | None,
-    ) -> None:
-        """Fold samples into one resolution: straight into open windows where they exist (no group-by on
-        that path), grouped first where they open new windows or are late (``closed_through`` None: none is)."""
-        index = ts // level.width
+        now_ms: int,
+    ) -> bool:
+        """Fold a batch as runs of one series in one unit of time (a columns frame gives a few per metric):
+        the device bookkeeping, lateness and every level then see runs, not samples. False, with nothing
+        changed but table sizes, when some sample is too late to keep (the sample path drops it)."""
+        run_device, run_series = device[starts], series[starts]
+        low, high = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
+        self._check_and_grow(run_device, run_series, int(low.min()), int(high.max()))
+        if (low < self._seen_max[run_device] - (self.allowed_lateness_ms + self.late_horizon_ms)).any():
+            return False
+        self._device_of_series[run_series] = run_device
+        self._last_seen[run_device] = now_ms
+        self._idle_done[run_device] = False
+        np.maximum.at(self._seen_max, run_device, high)
+        closed_through = self._closed_through[run_device]
+        any_late = bool((low < closed_through).any())
+        runs = SampleRuns(
+            run_series,
+            unit_index[starts],
+            np.diff(np.append(starts, ts.size)).astype(np.int64),
+            np.add.reduceat(values, starts),
+            np.minimum.reduceat(values, starts),
+            np.maximum.reduceat(values, starts),
+        )
+        for level in self._levels:
+            level_runs, first = runs.coarsened(level.width // self._unit)
+            self._add_to(level, level_runs, closed_through[first] if any_late else None)
+        return True
+
+    def _add_to(self, level: _Resolution, runs: SampleRuns, closed_through: Int64Array | None) -> None:
+        """Fold runs (``index`` in this level's windows) into one resolution: straight into open windows
+        where they exist (no group-by on that path), grouped first where they open new windows or are late
+        (``closed_through``, per run its device's watermark at the last close; None: none is late)."""
         if level.base is None:
-            level.base = int(index.min())
+            level.base = int(runs.index.min())
         # A run (one series, one window) is late or not as a whole: its device's watermark is one.
-        runs = SampleRuns.of(series, index, values)
-        if closed_through is not None and runs.count is not None:
-            closed_through = closed_through[np.cumsum(runs.count) - runs.count]
         late = None if closed_through is None else (runs.index + 1) * level.width <= closed_through
         if late is not None and late.any():
             batch = self._grouped(level, runs.take(late))

@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NO_WINDOW", "SERIES_BITS", "SERIES_MASK", "ClosedRing", "OpenWindows", "SampleRuns"]
+__all__ = ["NO_WINDOW", "SERIES_BITS", "SERIES_MASK", "ClosedRing", "OpenWindows", "SampleRuns", "run_starts"]
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -55,26 +55,37 @@ class SampleRuns:
     max: Float64Array
 
     @classmethod
-    def of(cls, series: Int64Array, index: Int64Array, values: Float64Array) -> SampleRuns:
-        """The samples as runs, collapsed where that pays (``MIN_SAMPLES_TO_COLLAPSE``, ``MAX_RUN_SHARE``)."""
-        n = series.size
-        if n < MIN_SAMPLES_TO_COLLAPSE:
+    def of(cls, series: Int64Array, index: Int64Array, values: Float64Array, *, collapse: bool = True) -> SampleRuns:
+        """The samples as runs, collapsed where that pays (``run_starts``) unless ``collapse`` is off."""
+        starts = run_starts(series, index) if collapse else None
+        if starts is None:
             return cls(series, index, None, values, values, values)
-        change = np.empty(n, np.bool_)
-        change[0] = True
-        np.not_equal(series[1:], series[:-1], out=change[1:])
-        change[1:] |= index[1:] != index[:-1]
-        starts = np.flatnonzero(change)
-        if starts.size > n * MAX_RUN_SHARE:
-            return cls(series, index, None, values, values, values)
-        count = np.diff(np.append(starts, n)).astype(np.int64)
         return cls(
             series[starts],
             index[starts],
-            count,
+            _lengths(starts, series.size),
             np.add.reduceat(values, starts),
             np.minimum.reduceat(values, starts),
             np.maximum.reduceat(values, starts),
+        )
+
+    def coarsened(self, factor: int) -> tuple[SampleRuns, IntpArray]:
+        """These runs in windows ``factor`` times wider (consecutive runs of one series that now share a
+        window merged), and the run of ``self`` each new run starts at."""
+        index = self.index // factor if factor > 1 else self.index
+        starts = _changes(self.series, index)
+        if starts.size == self.series.size:
+            return SampleRuns(self.series, index, self.count, self.sum, self.min, self.max), starts
+        return (
+            SampleRuns(
+                self.series[starts],
+                index[starts],
+                np.add.reduceat(self.counts(), starts),
+                np.add.reduceat(self.sum, starts),
+                np.minimum.reduceat(self.min, starts),
+                np.maximum.reduceat(self.max, starts),
+            ),
+            starts,
         )
 
     def __len__(self) -> int:
@@ -91,6 +102,33 @@ class SampleRuns:
         return SampleRuns(
             self.series[selection], self.index[selection], count, total, self.min[selection], self.max[selection]
         )
+
+
+def run_starts(series: Int64Array, index: Int64Array) -> IntpArray | None:
+    """Where each run (consecutive samples of one series in one window) starts, or None where collapsing
+    would not pay: fewer than ``MIN_SAMPLES_TO_COLLAPSE`` samples, or runs over ``MAX_RUN_SHARE`` of them."""
+    n = series.size
+    if n < MIN_SAMPLES_TO_COLLAPSE:
+        return None
+    starts = _changes(series, index)
+    return None if starts.size > n * MAX_RUN_SHARE else starts
+
+
+def _changes(series: Int64Array, index: Int64Array) -> IntpArray:
+    """Positions where (series, index) differs from the previous position's (0 included, if any)."""
+    n = series.size
+    if n == 0:
+        return np.empty(0, np.intp)
+    change = np.empty(n, np.bool_)
+    change[0] = True
+    np.not_equal(series[1:], series[:-1], out=change[1:])
+    change[1:] |= index[1:] != index[:-1]
+    return np.flatnonzero(change)
+
+
+def _lengths(starts: IntpArray, n: int) -> Int64Array:
+    lengths: Int64Array = np.diff(np.append(starts, n)).astype(np.int64)
+    return lengths
 
 
 _Column = TypeVar("_Column", Int64Array, Float64Array, BoolArray)
