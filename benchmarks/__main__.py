@@ -12,6 +12,13 @@ from benchmarks.harness import DEFAULT_RESULTS_DIR, TARGETS, BenchmarkOptions, r
 from benchmarks.workloads import WORKLOADS
 
 
+def _suite_minutes() -> int:
+    """What the suite's plan adds up to (measured or estimated per step), in minutes."""
+    from benchmarks.suite import PLAN
+
+    return round(sum(step.usual_s for step in PLAN) / 60)
+
+
 def _parser() -> argparse.ArgumentParser:
     workloads = "\n".join(f"  {w.name:<16} {w.description}" for w in WORKLOADS.values())
     parser = argparse.ArgumentParser(
@@ -25,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         f"  {'':<16} against the broadcast floor, Mosquitto, NATS and python-socketio (its own --help)\n"
         f"  {'commands':<16} REST to device to result: round trip on an idle hub, commands/s at saturation "
         "(its own --help)\n"
-        f"  {'all':<16} every workload above, three runs each, about 34 minutes (its own --help)\n"
+        f"  {'all':<16} every workload above, three runs each, about {_suite_minutes()} minutes (its own --help)\n"
         f"  {'profile':<16} py-spy profiles of the hub on ingest-rows, ingest-columns and fanout (its own --help)\n\n"
         f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -3,22 +3,26 @@
 Workload, per target and run, each run on a freshly started server (memory a process has once taken is not
 given back, so a second run on the same server would measure less):
 
-1. The server starts; telehub with ``--connections`` devices provisioned over REST (``telehub_target``) and one
-   viewer API key for every dashboard, its limit of dashboard connections per credential (1,000 by default)
-   raised with ``TELEHUB_DASHBOARD_MAX_CONNECTIONS``; python-socketio as for ``fanout`` (``fanout_peers``:
-   uvicorn, uvloop, ``AsyncRedisManager`` on its own redis-server).
-2. ``--processes`` client processes (``connections_load``) start; after ``--settle`` seconds the RSS of every
-   server process is read (``/proc/<pid>/status``): the baseline.
+1. The server starts; telehub on a copy of a data dir provisioned once per invocation, before its first run
+   (``connections_servers``: ``--connections`` devices made over REST by ``telehub_target`` and one viewer API
+   key for every dashboard, on a server then stopped), its limit of dashboard connections per credential (1,000
+   by default) raised with ``TELEHUB_DASHBOARD_MAX_CONNECTIONS``; python-socketio as for ``fanout``
+   (``fanout_peers``: uvicorn, uvloop, ``AsyncRedisManager`` on its own redis-server).
+2. ``--processes`` client processes (``connections_load``) start; once the RSS of the server's processes
+   (``/proc/<pid>/status``) holds steady (within 256 KiB over 1 s, read every 0.25 s; at most ``--settle``
+   seconds) it is the baseline.
 3. For each kind (telehub: devices, then dashboards; python-socketio: dashboards), every client process opens
    its share from one instant on the shared monotonic clock, at most ``--connect-concurrency`` at once each.
    A device is open once its ``hello`` came (the device key checked, the device marked online); a dashboard
    once its subscription to one device's channel (``devices/<id>/telemetry``; Socket.IO: room
    ``device:<id>``) is acked. connects/s = connections / seconds until the last was open.
-4. ``--settle`` seconds later the RSS is read again: (RSS - RSS before the kind) / connections is the memory
-   per idle connection of that kind, for the hub (or uvicorn) process and its redis-server separately. Then
-   the server's CPU while everything idles, over ``--idle`` seconds (25: a whole heartbeat period of both
-   servers; telehub pings a connection after 20 s of silence, Engine.IO every 25 s).
-5. The clients report how many connections the server dropped while idle (none may be), then close.
+4. Once the RSS holds steady again (at most ``--settle`` seconds after the last was open): (RSS - RSS before
+   the kind) / connections is the memory per idle connection of that kind, for the hub (or uvicorn) process
+   and its redis-server separately. Then the server's CPU while everything idles, over ``--idle`` seconds (25:
+   a whole heartbeat period of both servers; telehub pings a connection after 20 s of silence, Engine.IO
+   every 25 s).
+5. The clients report how many connections the server dropped while idle (none may be), then drop them
+   (no closing handshakes: nothing is measured any more) and exit.
 
 Every figure is the median with min-max over ``--runs`` (3). ARCHITECTURE.md's budget: at most 20 KiB of server
 memory (hub process + redis-server) per idle device or dashboard connection.
@@ -34,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import shlex
@@ -42,16 +45,27 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from benchmarks import fanout_peers, procstat, telehub_target
+from benchmarks import procstat
 from benchmarks.connections_report import write_results
-from benchmarks.fanout_peers import device_ids
+from benchmarks.connections_servers import (
+    STEADY_EVERY_S,
+    STEADY_KIB,
+    STEADY_S,
+    ProvisionedTelehub,
+    Server,
+    by_role,
+    provision_telehub,
+    rss_kib,
+    server,
+    steady_rss,
+)
 from benchmarks.harness import CPUS, DEFAULT_RESULTS_DIR, summarize
 from benchmarks.loadgen import raise_open_files_limit
 from benchmarks.loadrun import PACKAGE_ROOT
@@ -92,62 +106,6 @@ class ConnectionsOptions:
     settle_s: float = 5.0
     idle_s: float = 25.0
     targets: tuple[str, ...] = TARGETS
-
-
-@dataclass(frozen=True)
-class _Server:
-    """A started target: where the clients go, with what, and its processes (pid -> role)."""
-
-    host: str
-    port: int
-    started_as: str
-    processes: Callable[[], Mapping[int, str]]
-    orders: dict[str, Any]
-
-
-@contextlib.contextmanager
-def _server(name: str, connections: int, workdir: Path) -> Iterator[_Server]:
-    ids = list(device_ids(connections))
-    if name == "telehub":
-        env = {"TELEHUB_DASHBOARD_MAX_CONNECTIONS": str(connections)}
-        with telehub_target.started(devices=connections, workdir=workdir, dashboard_role="viewer", env=env) as running:
-            endpoint = running.endpoint
-            orders = {
-                "device_path": endpoint.path,
-                "device_keys": list(endpoint.credentials),
-                "dashboard_protocol": "telehub-ws",
-                "credential": endpoint.options["dashboard_key"],
-                "encoding": "json",
-                "dashboard_devices": ids,
-            }
-            started_as = f"TELEHUB_DASHBOARD_MAX_CONNECTIONS={connections} {running.started_as}"
-            yield _Server(endpoint.host, endpoint.port, started_as, running.server_processes, orders)
-    else:
-        with fanout_peers.started("socketio", devices=1, workdir=workdir) as target:
-            orders = {"dashboard_protocol": "socketio", "dashboard_devices": ids}
-            running = target.running
-            yield _Server(
-                target.dashboards.host, target.dashboards.port, running.started_as, running.server_processes, orders
-            )
-
-
-def rss_kib(pid: int) -> int | None:
-    """The resident set of ``pid`` in KiB (``VmRSS``); None when it is gone."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), None)
-
-
-def _by_role(pids: Mapping[int, str], read: Callable[[int], float | int | None]) -> dict[str, float]:
-    """``read`` of every process, summed by role: ``redis`` for redis-server, ``server`` for the rest."""
-    totals: dict[str, float] = {"server": 0.0, "redis": 0.0}
-    for pid, role in pids.items():
-        value = read(pid)
-        if value is not None:
-            totals["redis" if role == "redis" else "server"] += value
-    return totals
 
 
 class _Clients:
@@ -204,7 +162,7 @@ class _Clients:
 
 
 async def _measure(
-    server: _Server, kinds: tuple[str, ...], options: ConnectionsOptions, workdir: Path, say: Progress
+    server: Server, kinds: tuple[str, ...], options: ConnectionsOptions, workdir: Path, say: Progress
 ) -> dict[str, Any]:
     """One run on a started server: the baseline, then each kind opened and left idle; the run's figures."""
     count, parts = options.connections, options.processes
@@ -221,25 +179,26 @@ async def _measure(
     figures: dict[str, Any] = {"kinds": {}}
     try:
         await clients.start(orders, workdir)
-        await asyncio.sleep(options.settle_s)
         pids = dict(server.processes())
-        rss = figures["baseline_rss_kib"] = _by_role(pids, rss_kib)
+
+        def read_rss() -> dict[str, float]:
+            return by_role(pids, rss_kib)
+
+        rss, figures["baseline_steady_s"] = await steady_rss(read_rss, options.settle_s)
+        figures["baseline_rss_kib"] = rss
         for kind in kinds:
             at = time.monotonic() + START_DELAY_S
-            cpu_before = _by_role(pids, procstat.cpu_seconds)
+            cpu_before = by_role(pids, procstat.cpu_seconds)
             answers = await clients.command({"op": "open", "kind": kind, "at": at}, "opened")
-            cpu_after = _by_role(pids, procstat.cpu_seconds)
+            cpu_after = by_role(pids, procstat.cpu_seconds)
             failed = sum(a["failed"] for a in answers)
             if failed:
                 first = next(a["first_error"] for a in answers if a["failed"])
                 raise DroppedConnections(f"{failed} of {count} {kind} failed to open; first: {first}")
             seconds = max(a["elapsed_s"] for a in answers)
-            say(
-                f"  {kind}: {count:,} open in {seconds:.1f} s ({count / seconds:,.0f}/s); "
-                f"settling {options.settle_s:g} s"
-            )
-            await asyncio.sleep(options.settle_s)
-            after = _by_role(pids, rss_kib)
+            after, steady_s = await steady_rss(read_rss, options.settle_s)
+            rate = f"{count / seconds:,.0f}/s"
+            say(f"  {kind}: {count:,} open in {seconds:.1f} s ({rate}); RSS steady after {steady_s:.1f} s")
             server_cpu = sum(cpu_after.values()) - sum(cpu_before.values())
             figures["kinds"][kind] = {
                 "connections": count,
@@ -247,6 +206,7 @@ async def _measure(
                 "connects_per_s": count / seconds,
                 "rss_before_kib": rss,
                 "rss_after_kib": after,
+                "steady_s": steady_s,
                 "server_kib_per_connection": (after["server"] - rss["server"]) / count,
                 "redis_kib_per_connection": (after["redis"] - rss["redis"]) / count,
                 "kib_per_connection": (sum(after.values()) - sum(rss.values())) / count,
@@ -255,9 +215,9 @@ async def _measure(
                 "client_cpu_us_per_connect": 1e6 * sum(a["cpu_s"] for a in answers) / count,
             }
             rss = after
-        idle_before, machine_before = _by_role(pids, procstat.cpu_seconds), procstat.machine_times()
+        idle_before, machine_before = by_role(pids, procstat.cpu_seconds), procstat.machine_times()
         await asyncio.sleep(options.idle_s)
-        idle_after, machine_after = _by_role(pids, procstat.cpu_seconds), procstat.machine_times()
+        idle_after, machine_after = by_role(pids, procstat.cpu_seconds), procstat.machine_times()
         figures["idle_server_cores_by_role"] = {
             role: (idle_after[role] - idle_before[role]) / options.idle_s for role in idle_after
         }
@@ -280,13 +240,19 @@ def _measure_target(name: str, options: ConnectionsOptions, tmp: Path, say: Prog
     """Every run of one target, each on a fresh server; a failure ends the target's runs and is reported."""
     result: dict[str, Any] = {"target": name, "label": LABELS[name], "kinds": list(KINDS[name]), "runs": []}
     try:
+        provisioned: ProvisionedTelehub | None = None
+        if name == "telehub":
+            say(f"connections: telehub: provisioning {options.connections:,} devices once, for every run")
+            provisioned = provision_telehub(options.connections, tmp / "telehub-provisioned")
+            result["provisioned"] = {"devices": provisioned.devices, "seconds": provisioned.seconds}
+            say(f"connections: telehub: provisioned in {provisioned.seconds:.1f} s")
         for number in range(1, options.runs + 1):
             workdir = tmp / f"{name}-{number}"
             workdir.mkdir()
             say(f"connections: {name} run {number}/{options.runs}: starting the server")
-            with _server(name, options.connections, workdir) as server:
-                result["started_as"] = server.started_as
-                result["runs"].append(uvloop.run(_measure(server, KINDS[name], options, workdir, say)))
+            with server(name, options.connections, workdir, provisioned) as started:
+                result["started_as"] = started.started_as
+                result["runs"].append(uvloop.run(_measure(started, KINDS[name], options, workdir, say)))
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc(limit=8)
@@ -307,6 +273,9 @@ def run(options: ConnectionsOptions, *, say: Progress = print) -> dict[str, Any]
         "processes": options.processes,
         "connect_concurrency": options.connect_concurrency,
         "settle_s": options.settle_s,
+        "steady_kib": STEADY_KIB,
+        "steady_s": STEADY_S,
+        "steady_every_s": STEADY_EVERY_S,
         "idle_s": options.idle_s,
     }
     return {"workload": "connections", "started_at": started_at, "parameters": parameters, "targets": targets}
@@ -322,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--connect-concurrency", type=int, default=64, help="connections each process opens at once (default 64)"
     )
-    parser.add_argument("--settle", type=float, default=5.0, help="seconds before each memory reading (default 5)")
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="at most this many seconds before each memory reading (default 5)"
+    )
     parser.add_argument(
         "--idle", type=float, default=25.0, help="seconds over which the idle server's CPU is read (default 25)"
     )

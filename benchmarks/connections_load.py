@@ -8,7 +8,9 @@ one) says ``ready``, then obeys JSON lines on stdin, each answered by one JSON l
   has come, a dashboard once its subscription is acked. The seconds from T until the last one was open, its
   own CPU time over them, and how many failed (with the first error).
 - ``{"op": "close"}`` -> ``closed``: how many connections the server dropped while they were idle and with
-  which close codes, then every connection closed.
+  which close codes; then every connection is dropped (its transport aborted: no closing handshake, which
+  with thousands of connections took seconds of both sides' CPU after everything was measured) and the
+  process exits.
 
 The clients are the other workloads': devices are the ingest load generator's ``WebSocketDevice`` (it answers
 pings and never sends a frame here), dashboards are ``fanout``'s (``TelehubDashboard``: subscribe op and reply;
@@ -88,12 +90,18 @@ class Holder:
             "cpu_s": cpu,
         }
 
-    async def close(self) -> dict[str, Any]:
+    def tally_drops(self) -> dict[str, Any]:
+        """How many connections the server dropped so far, and with which close codes."""
         dropped = {"devices": self.session.lost_connections, "dashboards": self.tally.lost}
         codes = {"devices": dict(self.session.close_codes), "dashboards": dict(self.tally.close_codes)}
-        closing: Sequence[LoadConnection | Dashboard] = [*self.devices, *self.dashboards]
-        await asyncio.gather(*(connection.close() for connection in closing))
         return {"dropped": dropped, "close_codes": codes}
+
+    def abort(self) -> None:
+        """Drop every connection at once (no closing handshake)."""
+        held: Sequence[LoadConnection | Dashboard] = [*self.devices, *self.dashboards]
+        for connection in held:
+            if connection.transport is not None:
+                connection.transport.abort()
 
 
 async def _open_all(
@@ -134,15 +142,12 @@ async def _run(orders: dict[str, Any]) -> None:
             if command["op"] == "open":
                 _say("opened", pid=os.getpid(), **await holder.open(command["kind"], float(command["at"])))
             elif command["op"] == "close":
-                _say("closed", pid=os.getpid(), **await holder.close())
+                _say("closed", pid=os.getpid(), **holder.tally_drops())
                 break
             else:
                 _say("error", pid=os.getpid(), message=f"unknown command {command!r}")
     finally:
-        held: list[LoadConnection | Dashboard] = [*holder.devices, *holder.dashboards]
-        for connection in held:
-            if connection.transport is not None:
-                connection.transport.abort()
+        holder.abort()
 
 
 def main() -> int:

@@ -52,9 +52,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"{p['connect_concurrency']} connections at once.",
         "",
         "Each run starts a fresh server (a process does not give memory back, so a second run on it would show "
-        f"less), reads the RSS of its processes after {p['settle_s']:g} s, opens every connection of a kind from one "
-        f"instant, and reads the RSS again {p['settle_s']:g} s after the last is open: memory per connection = RSS "
-        "growth / connections, for the server process and its redis-server (telehub's embedded one; "
+        f"less){_provisioned_text(result)}, reads the RSS of its processes {_steady_text(p)}, opens every "
+        "connection of a kind from one instant, and reads the RSS again the same way after the last is open: memory "
+        "per connection = RSS growth / connections, for the server process and its redis-server (telehub's "
+        "embedded one; "
         "python-socketio's `AsyncRedisManager`'s) and in total. A device is open at its `hello` (key checked, "
         "device marked online); a dashboard when its subscription to one device's channel is acked "
         "(`devices/<id>/telemetry`; Socket.IO: its `subscribe` event joining room `device:<id>`, after the "
@@ -83,6 +84,26 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(row + f" | {_budget(summary, kind)} |")
     lines += _ratio_lines(result) + _idle_lines(result) + _detail_lines(result)
     return "\n".join(lines) + "\n"
+
+
+def _provisioned_text(result: dict[str, Any]) -> str:
+    provisioned = next((t["provisioned"] for t in result["targets"] if "provisioned" in t), None)
+    if provisioned is None:
+        return ""
+    return (
+        f", telehub's on a copy of one data dir (its {provisioned['devices']:,} devices and the dashboards' viewer "
+        f"API key were made over REST once, in {provisioned['seconds']:.0f} s before the first run, on a server then "
+        "stopped)"
+    )
+
+
+def _steady_text(p: dict[str, Any]) -> str:
+    if "steady_kib" not in p:  # results from before the steady reading: a fixed wait
+        return f"after {p['settle_s']:g} s"
+    return (
+        f"once it holds steady (total within {p['steady_kib']:g} KiB over {p['steady_s']:g} s, read every "
+        f"{p['steady_every_s']:g} s; at most {p['settle_s']:g} s)"
+    )
 
 
 def _ratio_lines(result: dict[str, Any]) -> list[str]:
@@ -120,12 +141,16 @@ def _detail_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"  - failed: `{target['error'].splitlines()[0][:300]}`")
         for number, run in enumerate(target["runs"], 1):
             base = run["baseline_rss_kib"]
-            parts = [f"baseline RSS server {base['server'] / 1024:.1f} MiB, redis {base['redis'] / 1024:.1f} MiB"]
+            parts = [
+                f"baseline RSS server {base['server'] / 1024:.1f} MiB, redis {base['redis'] / 1024:.1f} MiB"
+                + _steady_after(run.get("baseline_steady_s"))
+            ]
             for kind, described in run["kinds"].items():
                 after = described["rss_after_kib"]
                 parts.append(
                     f"{described['connections']:,} {kind} open in {described['connect_s']:.2f} s, then server "
                     f"{after['server'] / 1024:.1f} MiB, redis {after['redis'] / 1024:.1f} MiB"
+                    + _steady_after(described.get("steady_s"))
                 )
             idle = run["idle_server_cores_by_role"]
             parts.append(
@@ -135,6 +160,10 @@ def _detail_lines(result: dict[str, Any]) -> list[str]:
             parts.append(f"dropped while idle: {run['dropped']}")
             lines.append(f"  - run {number}: " + "; ".join(parts))
     return lines
+
+
+def _steady_after(seconds: float | None) -> str:
+    return "" if seconds is None else f" (steady after {seconds:.1f} s)"
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:

@@ -71,11 +71,15 @@ def test_idle_connections_were_measured(results_dir: Path) -> None:
     assert written["workload"] == "connections"
     (target,) = written["targets"]
     assert target["target"] == "telehub" and "error" not in target
+    # Provisioned once, before the run, and the run's server started on a copy of that data dir.
+    assert target["provisioned"]["devices"] == CONNECTIONS and target["provisioned"]["seconds"] > 0
     (run,) = target["runs"]
     assert run["dropped"] == {"devices": 0, "dashboards": 0}
+    assert 0 <= run["baseline_steady_s"] <= 0.5 + 0.3  # --settle 0.5 at most, give or take one reading
     for kind in ("devices", "dashboards"):
         described = run["kinds"][kind]
         assert described["connections"] == CONNECTIONS
+        assert 0 <= described["steady_s"] <= 0.5 + 0.3
         assert described["connects_per_s"] > 0
         assert described["server_kib_per_connection"] > 0
         assert described["kib_per_connection"] > 0
