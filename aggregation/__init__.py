@@ -2,7 +2,9 @@
 
 - ``windows``: window assignment and the vectorized count/sum/min/max kernel; mergeable ``Partials``.
 - ``state``: ``WindowState``, windows across micro-batches with per-device watermarks, idle timeouts and
-  late corrections, emitting ``ClosedWindows`` (``closed_windows``); its tables are in ``window_tables``.
+  late corrections, emitting ``ClosedWindows`` (``closed_windows``); its tables are in ``window_tables``, and
+  ``runs`` folds a batch's consecutive samples of one series in one window (``SampleRuns``, ``BatchRuns``)
+  before they reach them.
 - ``calendar`` and ``intervals``: DST-correct local days, weeks and months; the API's interval strings.
 """
 

@@ -24,22 +24,15 @@ integers chosen by the caller (tables are sized by the largest id), and a series
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import reduce
 
 import numpy as np
 import numpy.typing as npt
 
 from aggregation.closed_windows import ClosedWindows
-from aggregation.window_tables import (
-    SERIES_BITS,
-    SERIES_MASK,
-    Aggregates,
-    ClosedRing,
-    OpenWindows,
-    SampleRuns,
-    run_starts,
-)
+from aggregation.runs import BatchRuns, SampleRuns, run_starts
+from aggregation.window_tables import SERIES_BITS, SERIES_MASK, Aggregates, ClosedRing, OpenWindows
 from aggregation.windows import Partials, reduce_partials
 
 __all__ = ["DEFAULT_RESOLUTIONS_MS", "WindowState"]
@@ -105,7 +98,7 @@ class WindowState:
         self._levels = [_Resolution(r, math.ceil(reach / r) + 1) for r in self.resolutions_ms]
         # The widest width every resolution is a multiple of: a run of samples within one such unit lies in
         # one window of every resolution, so a batch collapsed into these runs once serves every level.
-        self._unit = reduce(math.gcd, self.resolutions_ms)
+        self.unit_ms = reduce(math.gcd, self.resolutions_ms)
         # Per device id: largest timestamp seen, watermark at the last close, largest timestamp at the last
         # idle close, processing time last seen, and whether its idle close is done.
         self._seen_max: Int64Array = np.empty(0, np.int64)
@@ -135,9 +128,9 @@ class WindowState:
             raise ValueError("device, series, ts and values must be one-dimensional and of equal length")
         if ts.size == 0:
             return
-        unit_index = ts // self._unit
+        unit_index = ts // self.unit_ms
         starts = run_starts(series, unit_index)
-        if starts is not None and self._add_runs(starts, unit_index, device, series, ts, values, now_ms):
+        if starts is not None and self._add_runs(BatchRuns.of(starts, unit_index, device, series, ts, values), now_ms):
             return
         self._check_and_grow(device, series, int(ts.min()), int(ts.max()))
         self._device_of_series[series] = device
@@ -162,6 +155,19 @@ class WindowState:
             if level_closed_through is not None and runs.count is not None:
                 level_closed_through = level_closed_through[np.cumsum(runs.count) - runs.count]
             self._add_to(level, runs, level_closed_through)
+
+    def add_runs(
+        self,
+        batch: BatchRuns,
+        *,
+        now_ms: int,
+        samples: Callable[[], tuple[Int64Array, Int64Array, Int64Array, Float64Array]],
+    ) -> None:
+        """``add`` for a micro-batch its caller folded into runs (``BatchRuns``, in units of ``unit_ms``):
+        the same result, without handing over every sample. ``samples`` gives the batch's samples as ``add``
+        takes them, for the rare batch with a sample too late to keep (it is dropped sample by sample)."""
+        if len(batch) and not self._add_runs(batch, now_ms):
+            self.add(*samples(), now_ms=now_ms)
 
     def close(self, now_ms: int) -> dict[int, ClosedWindows]:
         """Emit the windows due by watermark or idle timeout and the corrections since the last close."""
@@ -212,40 +218,22 @@ class WindowState:
                 level.ring.grow(capacity)
                 level.open.grow(capacity)
 
-    def _add_runs(
-        self,
-        starts: IntpArray,
-        unit_index: Int64Array,
-        device: Int64Array,
-        series: Int64Array,
-        ts: Int64Array,
-        values: Float64Array,
-        now_ms: int,
-    ) -> bool:
+    def _add_runs(self, batch: BatchRuns, now_ms: int) -> bool:
         """Fold a batch as runs of one series in one unit of time (a columns frame gives a few per metric):
         the device bookkeeping, lateness and every level then see runs, not samples. False, with nothing
         changed but table sizes, when some sample is too late to keep (the sample path drops it)."""
-        run_device, run_series = device[starts], series[starts]
-        low, high = np.minimum.reduceat(ts, starts), np.maximum.reduceat(ts, starts)
-        self._check_and_grow(run_device, run_series, int(low.min()), int(high.max()))
-        if (low < self._seen_max[run_device] - (self.allowed_lateness_ms + self.late_horizon_ms)).any():
+        device, runs, low = batch.device, batch.runs, batch.first_ts
+        self._check_and_grow(device, runs.series, int(low.min()), int(batch.last_ts.max()))
+        if (low < self._seen_max[device] - (self.allowed_lateness_ms + self.late_horizon_ms)).any():
             return False
-        self._device_of_series[run_series] = run_device
-        self._last_seen[run_device] = now_ms
-        self._idle_done[run_device] = False
-        np.maximum.at(self._seen_max, run_device, high)
-        closed_through = self._closed_through[run_device]
+        self._device_of_series[runs.series] = device
+        self._last_seen[device] = now_ms
+        self._idle_done[device] = False
+        np.maximum.at(self._seen_max, device, batch.last_ts)
+        closed_through = self._closed_through[device]
         any_late = bool((low < closed_through).any())
-        runs = SampleRuns(
-            run_series,
-            unit_index[starts],
-            np.diff(np.append(starts, ts.size)).astype(np.int64),
-            np.add.reduceat(values, starts),
-            np.minimum.reduceat(values, starts),
-            np.maximum.reduceat(values, starts),
-        )
         for level in self._levels:
-            level_runs, first = runs.coarsened(level.width // self._unit)
+            level_runs, first = runs.coarsened(level.width // self.unit_ms)
             self._add_to(level, level_runs, closed_through[first] if any_late else None)
         return True
 

@@ -12,13 +12,14 @@ that could still reach its old window would be dropped as too late, so the ring 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["NO_WINDOW", "SERIES_BITS", "SERIES_MASK", "ClosedRing", "OpenWindows", "SampleRuns", "run_starts"]
+from aggregation.runs import SampleRuns
+
+__all__ = ["NO_WINDOW", "SERIES_BITS", "SERIES_MASK", "ClosedRing", "OpenWindows"]
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
@@ -28,107 +29,10 @@ IntpArray = npt.NDArray[np.intp]
 # Low bits of an open window's key hold the series id, high bits the window index relative to a base.
 SERIES_BITS = 32
 SERIES_MASK = (1 << SERIES_BITS) - 1
-# Below this many samples a batch is folded sample by sample (finding its runs would cost more than it saves).
-MIN_SAMPLES_TO_COLLAPSE = 64
-# ...and when runs are more than this share of the samples (rows frames: each sample is a run of its own).
-MAX_RUN_SHARE = 0.5
 # Window index of an empty ring slot.
 NO_WINDOW = np.iinfo(np.int64).min
 
 Aggregates = tuple[Int64Array, Float64Array, Float64Array, Float64Array]
-
-
-@dataclass(slots=True)
-class SampleRuns:
-    """Samples folded into windows as runs: per run its series, window index and partial aggregates.
-
-    A run is consecutive samples of one series in one window: a columns frame gives a few per metric and
-    window instead of a thousand samples. ``count`` None: one sample per run (then sum, min and max are its
-    value), as rows frames give, whose consecutive samples are of different metrics.
-    """
-
-    series: Int64Array
-    index: Int64Array
-    count: Int64Array | None
-    sum: Float64Array
-    min: Float64Array
-    max: Float64Array
-
-    @classmethod
-    def of(cls, series: Int64Array, index: Int64Array, values: Float64Array, *, collapse: bool = True) -> SampleRuns:
-        """The samples as runs, collapsed where that pays (``run_starts``) unless ``collapse`` is off."""
-        starts = run_starts(series, index) if collapse else None
-        if starts is None:
-            return cls(series, index, None, values, values, values)
-        return cls(
-            series[starts],
-            index[starts],
-            _lengths(starts, series.size),
-            np.add.reduceat(values, starts),
-            np.minimum.reduceat(values, starts),
-            np.maximum.reduceat(values, starts),
-        )
-
-    def coarsened(self, factor: int) -> tuple[SampleRuns, IntpArray]:
-        """These runs in windows ``factor`` times wider (consecutive runs of one series that now share a
-        window merged), and the run of ``self`` each new run starts at."""
-        index = self.index // factor if factor > 1 else self.index
-        starts = _changes(self.series, index)
-        if starts.size == self.series.size:
-            return SampleRuns(self.series, index, self.count, self.sum, self.min, self.max), starts
-        return (
-            SampleRuns(
-                self.series[starts],
-                index[starts],
-                np.add.reduceat(self.counts(), starts),
-                np.add.reduceat(self.sum, starts),
-                np.minimum.reduceat(self.min, starts),
-                np.maximum.reduceat(self.max, starts),
-            ),
-            starts,
-        )
-
-    def __len__(self) -> int:
-        return int(self.series.size)
-
-    def counts(self) -> Int64Array:
-        return np.ones(self.series.size, np.int64) if self.count is None else self.count
-
-    def take(self, selection: BoolArray) -> SampleRuns:
-        count = None if self.count is None else self.count[selection]
-        total = self.sum[selection]
-        if count is None:
-            return SampleRuns(self.series[selection], self.index[selection], None, total, total, total)
-        return SampleRuns(
-            self.series[selection], self.index[selection], count, total, self.min[selection], self.max[selection]
-        )
-
-
-def run_starts(series: Int64Array, index: Int64Array) -> IntpArray | None:
-    """Where each run (consecutive samples of one series in one window) starts, or None where collapsing
-    would not pay: fewer than ``MIN_SAMPLES_TO_COLLAPSE`` samples, or runs over ``MAX_RUN_SHARE`` of them."""
-    n = series.size
-    if n < MIN_SAMPLES_TO_COLLAPSE:
-        return None
-    starts = _changes(series, index)
-    return None if starts.size > n * MAX_RUN_SHARE else starts
-
-
-def _changes(series: Int64Array, index: Int64Array) -> IntpArray:
-    """Positions where (series, index) differs from the previous position's (0 included, if any)."""
-    n = series.size
-    if n == 0:
-        return np.empty(0, np.intp)
-    change = np.empty(n, np.bool_)
-    change[0] = True
-    np.not_equal(series[1:], series[:-1], out=change[1:])
-    change[1:] |= index[1:] != index[:-1]
-    return np.flatnonzero(change)
-
-
-def _lengths(starts: IntpArray, n: int) -> Int64Array:
-    lengths: Int64Array = np.diff(np.append(starts, n)).astype(np.int64)
-    return lengths
 
 
 _Column = TypeVar("_Column", Int64Array, Float64Array, BoolArray)

@@ -24,6 +24,7 @@ import orjson
 from prometheus_client import Counter
 
 from aggregation import DEFAULT_RESOLUTIONS_MS, ClosedWindows, WindowState
+from aggregation.runs import BatchRuns, SampleRuns
 from ingest import stream_keys
 from ingest.batch import IngestBatch, stored_samples
 from ingest.frames import Samples
@@ -173,7 +174,11 @@ class WindowAggregator:
     def add(self, columns: SampleColumns, *, now_ms: int) -> None:
         if columns.size:
             dropped = self.state.late_dropped
-            self.state.add(*columns.arrays(), now_ms=now_ms)
+            runs = columns.runs(self.state.unit_ms)
+            if runs is None:
+                self.state.add(*columns.arrays(), now_ms=now_ms)
+            else:
+                self.state.add_runs(runs, now_ms=now_ms, samples=columns.arrays)
             if self.state.late_dropped > dropped:
                 LATE_DROPPED.inc(self.state.late_dropped - dropped)
 
@@ -227,19 +232,20 @@ class WindowAggregator:
 
 
 class SampleColumns:
-    """Samples of many frames gathered for one ``WindowState.add``: one-point frames as Python lists (no
-    arrays per frame), larger frames as their arrays; the columns are built once."""
+    """Samples of many frames gathered for one ``WindowState`` fold: one-point frames as Python lists (no
+    arrays per frame), larger frames as their ``Samples``. With a columns frame among them the batch goes to
+    the state as runs (``runs``): each columns frame is folded on its own table of M metrics x T timestamps,
+    which shares one timestamp column, so its samples are never gathered one by one."""
 
-    __slots__ = ("_arrays", "_device", "_series", "_ts", "_value", "size")
+    __slots__ = ("_arrays", "_device", "_frames", "_series", "_ts", "_value", "size")
 
     def __init__(self) -> None:
         self._device: list[int] = []
         self._series: list[int] = []
         self._ts: list[int] = []
         self._value: list[float] = []
-        self._arrays: list[
-            tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]
-        ] = []
+        self._frames: list[tuple[int, list[int], Samples]] = []
+        self._arrays: list[Columns] = []
         self.size = 0
 
     def add(self, device: int, series: list[int], samples: Samples, keep_from: int | None = None) -> None:
@@ -253,20 +259,17 @@ class SampleColumns:
             self._ts += [ts] * n
             self._value += values
             self.size += n
-            return
-        series_of = np.asarray(series, np.int64)[samples.metric]
-        ts_column, value = samples.ts, samples.value
-        if keep_from is not None:
+        elif keep_from is None:
+            self._frames.append((device, series, samples))
+            self.size += len(samples)
+        else:
+            device_of, series_of, ts_column, value = _frame_columns(device, series, samples)
             keep = ts_column >= keep_from
-            series_of, ts_column, value = series_of[keep], ts_column[keep], value[keep]
-        n = len(ts_column)
-        self._arrays.append((np.full(n, device, np.int64), series_of, ts_column.astype(np.int64), value))
-        self.size += n
+            self._arrays.append((device_of[keep], series_of[keep], ts_column[keep], value[keep]))
+            self.size += int(np.count_nonzero(keep))
 
-    def arrays(
-        self,
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        parts = list(self._arrays)
+    def arrays(self) -> Columns:
+        parts = list(self._arrays) + [_frame_columns(*frame) for frame in self._frames]
         if self._ts:
             parts.append(
                 (
@@ -280,3 +283,71 @@ class SampleColumns:
             return parts[0]
         device, series, ts, value = (np.concatenate(column) for column in zip(*parts, strict=True))
         return device, series, ts, value
+
+    def runs(self, unit_ms: int) -> BatchRuns | None:
+        """The samples as runs of one series in one ``unit_ms`` (``WindowState.unit_ms``), or None where no
+        columns frame is among them (then runs would not pay) or some frame was cut by ``keep_from``."""
+        if self._arrays or not any(samples.timestamps is not None for _, _, samples in self._frames):
+            return None
+        parts = [_frame_runs(*frame, unit_ms) for frame in self._frames]
+        if self._ts:
+            ts = np.array(self._ts, np.int64)
+            value = np.array(self._value, np.float64)
+            parts.append(
+                _single_runs(np.array(self._device, np.int64), np.array(self._series, np.int64), ts, value, unit_ms)
+            )
+        return BatchRuns.concat(parts)
+
+
+Columns = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]
+
+
+def _frame_columns(device: int, series: list[int], samples: Samples) -> Columns:
+    ts = samples.ts
+    return (
+        np.full(ts.size, device, np.int64),
+        np.asarray(series, np.int64)[samples.metric],
+        ts.astype(np.int64, copy=False),
+        samples.value,
+    )
+
+
+def _frame_runs(device: int, series: list[int], samples: Samples, unit_ms: int) -> BatchRuns:
+    """One frame's runs; a columns frame's from its M x T table: the unit boundaries of its one timestamp
+    column split every metric's row at once."""
+    count = samples.timestamps
+    if count is None:
+        device_of, series_of, ts, value = _frame_columns(device, series, samples)
+        return _single_runs(device_of, series_of, ts, value, unit_ms)
+    ts = samples.ts[:count].astype(np.int64, copy=False)
+    table = samples.value.reshape(len(samples.names), count)
+    unit_index = ts // unit_ms
+    change = np.empty(count, np.bool_)
+    change[0] = True
+    np.not_equal(unit_index[1:], unit_index[:-1], out=change[1:])
+    starts = np.flatnonzero(change)
+    metrics = table.shape[0]
+    return BatchRuns(
+        np.full(metrics * starts.size, device, np.int64),
+        SampleRuns(
+            np.repeat(np.asarray(series, np.int64), starts.size),
+            np.tile(unit_index[starts], metrics),
+            np.tile(np.diff(np.append(starts, count)).astype(np.int64), metrics),
+            np.add.reduceat(table, starts, axis=1).ravel(),
+            np.minimum.reduceat(table, starts, axis=1).ravel(),
+            np.maximum.reduceat(table, starts, axis=1).ravel(),
+        ),
+        np.tile(np.minimum.reduceat(ts, starts), metrics),
+        np.tile(np.maximum.reduceat(ts, starts), metrics),
+    )
+
+
+def _single_runs(
+    device: npt.NDArray[np.int64],
+    series: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+    unit_ms: int,
+) -> BatchRuns:
+    """Samples as runs of one sample each."""
+    return BatchRuns(device, SampleRuns(series, ts // unit_ms, None, value, value, value), ts, ts)

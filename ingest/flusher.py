@@ -52,8 +52,12 @@ class FlushPolicy:
     # (the frames read together); while a batch is being written the next one gathers, so batches still grow
     # with the load (group commit) and a quiet hub acks at once.
     interval_s: float = 0.0
-    # A batch this large is flushed at once instead of waiting for the interval.
+    # A batch this large (in frames or bytes) is flushed at once instead of waiting for the interval. The byte
+    # bound keeps one write of columns frames from holding Redis (and every other client of it) for long: 5,000
+    # frames of 40 KB were one 200 MB script call; 4 MiB batches took ingest-columns from about 2,050 to 2,470
+    # acked frames/s here (python -m benchmarks ingest-columns --target telehub --runs 1, docs/performance.md).
     max_batch_frames: int = 5_000
+    max_batch_bytes: int = 4 * 1024 * 1024
     # Independent write lanes; a device always uses the same one, so its frames stay in order.
     lanes: int = 4
     # Frames (or bytes) received and not yet stored, across all connections, before reading stops.
@@ -65,11 +69,11 @@ class FlushPolicy:
 
 class Flusher:
     """Frames are spread over ``lanes`` by device; each lane closes a batch when it is full
-    (``max_batch_frames``) or every ``interval_s``, and writes its batches one at a time, in order, so a
-    device's frames are stored in the order received. Lanes write concurrently (each on its own Redis
-    connection): one round trip waiting for Redis never holds up the others, which keeps Redis and this
-    process busy at the same time (one lane in order managed 35k small frames/s here, four twice that;
-    docs/performance.md)."""
+    (``max_batch_frames`` or ``max_batch_bytes``) or every ``interval_s``, and writes its batches one at a
+    time, in order, so a device's frames are stored in the order received. Lanes write concurrently (each on
+    its own Redis connection): one round trip waiting for Redis never holds up the others, which keeps Redis
+    and this process busy at the same time (one lane in order managed 35k small frames/s here, four twice
+    that; docs/performance.md)."""
 
     def __init__(
         self,
@@ -175,12 +179,15 @@ class _Lane:
     ) -> None:
         batch = self.batch
         batch.add(device, seq, kind, binary, raw, target, samples)
-        if batch.frames >= self.policy.max_batch_frames:
+        if self._full(batch):
             self._closed.append(batch)
             self.batch = IngestBatch()
             self._wake.set()
         elif batch.frames == 1:
             self._wake.set()
+
+    def _full(self, batch: IngestBatch) -> bool:
+        return batch.frames >= self.policy.max_batch_frames or batch.bytes >= self.policy.max_batch_bytes
 
     async def _run(self) -> None:
         while True:
@@ -188,7 +195,7 @@ class _Lane:
                 await self._tick()
                 continue
             self._wake.clear()
-            if not self._closed and self.batch.frames < self.policy.max_batch_frames and not self._stopping:
+            if not self._closed and not self._full(self.batch) and not self._stopping:
                 await asyncio.sleep(self.policy.interval_s)
             batch = self._closed.popleft() if self._closed else self.batch.take()
             if batch.frames:

@@ -24,7 +24,7 @@ class Samples:
     looking at them as arrays, and three small arrays cost more than the rest of decoding such a frame.
     """
 
-    __slots__ = ("_metric", "_point", "_ts", "_value", "names")
+    __slots__ = ("_metric", "_point", "_ts", "_value", "names", "timestamps")
 
     def __init__(
         self,
@@ -37,6 +37,9 @@ class Samples:
         # Distinct metric names, in the order first seen in the frame.
         self.names = names
         self._point: tuple[int, list[Any]] | None = None
+        # A columns frame's T: every metric over the same T timestamps (``ts[:T]``), so ``value`` is an M x T
+        # table; None for other frames.
+        self.timestamps: int | None = None
 
     @classmethod
     def point(cls, ts: int, names: tuple[str, ...], values: list[Any]) -> Samples:
@@ -44,6 +47,7 @@ class Samples:
         samples = cls.__new__(cls)
         samples.names = names
         samples._point = (ts, values)
+        samples.timestamps = None
         return samples
 
     @property

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from aggregation import ClosedWindows, WindowState, window_tables
+from aggregation import ClosedWindows, WindowState
+from aggregation import runs as window_runs
 from tests.aggregation.reference import Aggregate, WindowReference, close_enough
 
 T0 = 1_800_000_000_000
@@ -99,8 +100,8 @@ def test_emissions_match_reference_when_samples_are_folded_as_runs(config: tuple
     so that runs form, and the thresholds that keep small or run-less batches sample by sample set aside."""
     in_runs = [(delta, rows and sorted(rows, key=lambda r: r[0]), close) for delta, rows, close in steps]
     with (
-        mock.patch.object(window_tables, "MIN_SAMPLES_TO_COLLAPSE", 1),
-        mock.patch.object(window_tables, "MAX_RUN_SHARE", 1.0),
+        mock.patch.object(window_runs, "MIN_SAMPLES_TO_COLLAPSE", 1),
+        mock.patch.object(window_runs, "MAX_RUN_SHARE", 1.0),
     ):
         check_against_reference(config, in_runs)
 

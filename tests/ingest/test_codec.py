@@ -118,6 +118,9 @@ def test_columns_from_lists_are_metric_major(binary: bool) -> None:
     frame = decode({"type": "columns", "seq": 3, "ts": TS, "metrics": COLUMNS}, binary)
     assert (frame.seq, frame.kind) == (3, "columns")
     assert_samples(frame.samples, *EXPECTED)
+    # Aggregation folds a columns frame as its M x T table over one timestamp column.
+    assert frame.samples.timestamps == len(TS)
+    assert decode({"type": "telemetry", "seq": 4, "ts": NOW, "metrics": {"x": 1}}, binary).samples.timestamps is None
 
 
 def test_columns_from_binary_equal_columns_from_lists(binary: bool) -> None:
