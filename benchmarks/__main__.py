@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
         f"  {'commands':<16} REST to device to result: round trip on an idle hub, commands/s at saturation "
         "(its own --help)\n"
         f"  {'all':<16} every workload above, three runs each, about {_suite_minutes()} minutes (its own --help)\n"
-        f"  {'profile':<16} py-spy profiles of the hub on ingest-rows, ingest-columns and fanout (its own --help)\n\n"
+        f"  {'profile':<16} py-spy profiles of the hub on ingest-rows, ingest-columns and fanout (its own --help)\n"
+        f"  {'budgets':<16} the latest results against ARCHITECTURE.md's budgets, as a Markdown table\n\n"
         f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,6 +67,7 @@ IN_PROCESS = {
     "commands": "benchmarks.commands",
     "all": "benchmarks.suite",
     "profile": "benchmarks.profile",
+    "budgets": "benchmarks.budgets",
 }
 
 

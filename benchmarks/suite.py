@@ -9,8 +9,9 @@ measured runs each, the medians with min-max); ``ingest-rows`` runs a second tim
 once instead of in every run and reads memory once it holds steady instead of after a fixed 5 s, and the
 ``ingest-rows-workers-2`` step was added: the plan's times add up to about 28 minutes, an estimate until the
 suite is run again. Progress is printed as each step starts and ends, with the time spent and the time the
-rest should take. At the end ``suite-<time>.md`` (and ``suite-latest.md``) lists what ran, how long each took
-and where its results are, followed by each step's own table.
+rest should take. At the end ``suite-<time>.md`` (and ``suite-latest.md``) lists what ran, how long each
+took and where its results are, then where telehub stands against the budgets of ARCHITECTURE.md
+(``budgets``), followed by each step's own table.
 
     python -m benchmarks all [--only fanout,commands] [--skip connections] [--dry-run] [--results-dir DIR]
 """
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.budgets import budget_table
 from benchmarks.harness import DEFAULT_RESULTS_DIR
 
 __all__ = ["PLAN", "Step", "main"]
@@ -158,6 +160,14 @@ def summary(outcomes: list[Outcome], results_dir: Path, total_s: float) -> str:
             args += f" --results-dir <results>/{step.results_subdir}"
         result = f"[{step.latest_md()}]({step.latest_md()})" if outcome.exit_code == 0 else "failed"
         lines.append(f"| {step.name} | `{args}` | {_minutes(outcome.seconds)} | {result} |")
+    lines += [
+        "",
+        "## Against the budgets of ARCHITECTURE.md",
+        "",
+        "From the latest results in this directory (`python -m benchmarks budgets` prints it again).",
+        "",
+        budget_table(results_dir).rstrip("\n"),
+    ]
     for outcome in outcomes:
         latest = results_dir / outcome.step.latest_md()
         if outcome.exit_code == 0 and latest.exists():
