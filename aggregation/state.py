@@ -169,6 +169,15 @@ class WindowState:
         if len(batch) and not self._add_runs(batch, now_ms):
             self.add(*samples(), now_ms=now_ms)
 
+    def seed(self, batch: BatchRuns, *, width_ms: int, now_ms: int) -> None:
+        """Fold aggregates of whole windows ``width_ms`` wide (one run each, ``runs.index`` in units of
+        ``unit_ms``, ``first_ts`` its start) into the resolutions that are wider multiples of ``width_ms``, and
+        no other: how a rebuilt state takes in the stored windows of a finer resolution instead of the samples
+        behind them. Each run moves its device's watermark as a sample at ``last_ts`` would."""
+        levels = [level for level in self._levels if level.width > width_ms and level.width % width_ms == 0]
+        if len(batch) and levels and not self._add_runs(batch, now_ms, levels):
+            raise ValueError("seeded windows must not be too late for their device")
+
     def close(self, now_ms: int) -> dict[int, ClosedWindows]:
         """Emit the windows due by watermark or idle timeout and the corrections since the last close."""
         watermark = self._seen_max - self.allowed_lateness_ms
@@ -218,10 +227,10 @@ class WindowState:
                 level.ring.grow(capacity)
                 level.open.grow(capacity)
 
-    def _add_runs(self, batch: BatchRuns, now_ms: int) -> bool:
+    def _add_runs(self, batch: BatchRuns, now_ms: int, levels: list[_Resolution] | None = None) -> bool:
         """Fold a batch as runs of one series in one unit of time (a columns frame gives a few per metric):
-        the device bookkeeping, lateness and every level then see runs, not samples. False, with nothing
-        changed but table sizes, when some sample is too late to keep (the sample path drops it)."""
+        the device bookkeeping, lateness and every level (or ``levels``) then see runs, not samples. False,
+        with nothing changed but table sizes, when some sample is too late to keep (the sample path drops it)."""
         device, runs, low = batch.device, batch.runs, batch.first_ts
         self._check_and_grow(device, runs.series, int(low.min()), int(batch.last_ts.max()))
         if (low < self._seen_max[device] - (self.allowed_lateness_ms + self.late_horizon_ms)).any():
@@ -232,7 +241,7 @@ class WindowState:
         np.maximum.at(self._seen_max, device, batch.last_ts)
         closed_through = self._closed_through[device]
         any_late = bool((low < closed_through).any())
-        for level in self._levels:
+        for level in self._levels if levels is None else levels:
             level_runs, first = runs.coarsened(level.width // self.unit_ms)
             self._add_to(level, level_runs, closed_through[first] if any_late else None)
         return True

@@ -5,19 +5,25 @@ process was filling) are rebuilt from the truth in Redis before the device's new
 
 1. the device's newest stored frame says where its data ends: its arrival time (stream id), or its newest
    sample time when that is older;
-2. every window that could still change is at or after ``floor(newest - lateness - late horizon, coarsest
-   resolution)``: older samples would be dropped as too late. The device's raw frames from there on are
-   replayed through the lane's ``WindowState`` in arrival order, with their arrival times as ``now_ms``
-   (chunks of about a second, closing after each, as the live loop does);
+2. every window that could still change is at or after ``floor(newest - lateness - late horizon, width)`` of
+   its resolution: older samples would be dropped as too late. The device's raw frames from there on at the
+   next-to-coarsest resolution (a minute with the defaults) are replayed through the lane's ``WindowState``
+   in arrival order, with their arrival times as ``now_ms`` (chunks of about a second, closing after each,
+   as the live loop does). The coarsest window (the hour) also holds the samples before that: they are
+   seeded into it from the stored windows of the next-to-coarsest resolution (``WindowState.seed``), which
+   are final there (closed at least a late horizon ago) and, with their corrections, hold exactly the
+   samples the live state kept;
 3. a window the replay closes is written only where it differs from what the aggregate streams already
    hold for it (per metric; a crash can come between closing a window and writing it), as ``corrected``
    when an entry for it exists.
 
-Cost: one read of the device's frames over up to one coarsest window (an hour with the defaults) plus the
-stored entries of each resolution over the same span, once per device per process. ``WindowState`` takes
-samples only, so the hour window cannot be seeded from the stored 1 min windows; that would need a way to
-add partial aggregates to it. Frames without ``ts`` are replayed at their arrival time, which can differ by
-the few milliseconds between receipt and storage from the time used live.
+Cost: one read of the device's frames over two and a half minutes at most (the late reach, up to a
+minute of alignment and a minute for device clocks ahead), the stored entries of each resolution over the
+same span, and the next-to-coarsest's since the coarsest window's start (60 per metric at most with the
+defaults), once per device per process. Before the seeding, a device that moved to another process had up
+to an hour of its frames read and replayed (a fleet reconnecting after a restart re-read its last hour).
+Frames without ``ts`` are replayed at their arrival time, which can differ by the few milliseconds between
+receipt and storage from the time used live.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ import math
 from dataclasses import fields
 from typing import Any
 
+import numpy as np
 import orjson
 
 from aggregation import ClosedWindows
+from aggregation.runs import BatchRuns, SampleRuns
 from ingest import codec, stream_keys
 from ingest.aggregates import MetricAggregate, SampleColumns, WindowAggregator, WindowEntry, resolution_label
 from ingest.frames import Samples, TelemetryFrame
@@ -60,15 +68,28 @@ async def rebuild_device(aggregator: WindowAggregator, redis: Any, device: Devic
         aggregator.device_id(device)
         return
     policy = aggregator.policy
-    coarsest = max(policy.resolutions_ms)
+    widths = sorted(policy.resolutions_ms)
+    coarsest = widths[-1]
     reach = _newest_time(newest[0]) - policy.allowed_lateness_ms - policy.late_horizon_ms
-    replay_from = reach - reach % coarsest
+    window_from = reach - reach % coarsest
+    # The coarsest window's part before the next finer resolution's first window that can still change is
+    # seeded from that resolution's stored windows, which hold it all: raw frames are replayed from there.
+    seed_width = widths[-2] if len(widths) > 1 and coarsest % widths[-2] == 0 else None
+    replay_from = window_from if seed_width is None else reach - reach % seed_width
     emitted = {
-        width: await _emitted(redis, stream_keys.device_aggregates(device.org_id, device.device_id, label), replay_from)
-        for width, label in zip(policy.resolutions_ms, map(resolution_label, policy.resolutions_ms), strict=True)
+        width: await _emitted(
+            redis,
+            stream_keys.device_aggregates(device.org_id, device.device_id, resolution_label(width)),
+            (window_from if width in (coarsest, seed_width) else replay_from) - CLOCK_SKEW_MS,
+        )
+        for width in policy.resolutions_ms
     }
     frames = await _telemetry(redis, frames_key, replay_from - CLOCK_SKEW_MS)
     number = aggregator.device_id(device)
+    if seed_width is not None:
+        seeds = _seeds(aggregator, number, emitted[seed_width], window_from, replay_from)
+        first_arrival = frames[0][0] if frames else _arrival_ms(newest[0][0])
+        aggregator.state.seed(seeds, width_ms=seed_width, now_ms=first_arrival)
     columns, step_end, now_ms = SampleColumns(), None, 0
     for arrival, samples in frames:
         if step_end is not None and arrival >= step_end:
@@ -80,6 +101,30 @@ async def rebuild_device(aggregator: WindowAggregator, redis: Any, device: Devic
         now_ms = arrival
     if step_end is not None:
         _replay_step(aggregator, columns, number, now_ms, emitted)
+
+
+def _seeds(aggregator: WindowAggregator, number: int, stored: Emitted, start: int, end: int) -> BatchRuns:
+    """The stored windows starting in [start, end) as runs of the device ``number``."""
+    rows = [
+        (window, series, aggregates)
+        for window, metrics in stored.items()
+        if start <= window < end
+        for (name, aggregates), series in zip(metrics.items(), aggregator.series_ids(number, metrics), strict=True)
+    ]
+    window = np.array([w for w, _, _ in rows], np.int64)
+    return BatchRuns(
+        np.full(len(rows), number, np.int64),
+        SampleRuns(
+            np.array([s for _, s, _ in rows], np.int64),
+            window // aggregator.state.unit_ms,
+            np.array([a[0] for _, _, a in rows], np.int64),
+            np.array([a[1] for _, _, a in rows], np.float64),
+            np.array([a[2] for _, _, a in rows], np.float64),
+            np.array([a[3] for _, _, a in rows], np.float64),
+        ),
+        window,
+        window,
+    )
 
 
 def _replay_step(
