@@ -46,6 +46,11 @@ class SampleRuns:
         starts = run_starts(series, index) if collapse else None
         if starts is None:
             return cls(series, index, None, values, values, values)
+        return cls.starting_at(starts, series, index, values)
+
+    @classmethod
+    def starting_at(cls, starts: IntpArray, series: Int64Array, index: Int64Array, values: Float64Array) -> SampleRuns:
+        """The runs of samples that start at ``starts``."""
         return cls(
             series[starts],
             index[starts],
@@ -141,14 +146,7 @@ class BatchRuns:
         """The runs of samples that start at ``starts`` (``run_starts`` over series and unit index)."""
         return cls(
             device[starts],
-            SampleRuns(
-                series[starts],
-                unit_index[starts],
-                _lengths(starts, ts.size),
-                np.add.reduceat(values, starts),
-                np.minimum.reduceat(values, starts),
-                np.maximum.reduceat(values, starts),
-            ),
+            SampleRuns.starting_at(starts, series, unit_index, values),
             np.minimum.reduceat(ts, starts),
             np.maximum.reduceat(ts, starts),
         )

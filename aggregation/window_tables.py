@@ -15,16 +15,10 @@ from __future__ import annotations
 from typing import TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
-from aggregation.runs import SampleRuns
+from aggregation.runs import BoolArray, Float64Array, Int64Array, IntpArray, SampleRuns
 
 __all__ = ["NO_WINDOW", "SERIES_BITS", "SERIES_MASK", "ClosedRing", "OpenWindows"]
-
-Int64Array = npt.NDArray[np.int64]
-Float64Array = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-IntpArray = npt.NDArray[np.intp]
 
 # Low bits of an open window's key hold the series id, high bits the window index relative to a base.
 SERIES_BITS = 32
