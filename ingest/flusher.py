@@ -93,6 +93,8 @@ class Flusher:
         self.lanes = [_Lane(self) for _ in range(max(1, self.policy.lanes))]
         self.waiting_frames = 0
         self._waiting_bytes = 0
+        # Lanes whose last write failed and is being retried (Redis slow or down): ``/health`` says degraded.
+        self.retrying: set[int] = set()
         self._room = asyncio.Event()
         self._room.set()
 
@@ -237,8 +239,10 @@ class _Lane:
                 windows = [] if aggregator is None else aggregator.pending
                 now_ms = self.flusher.clock()
                 result = await self.flusher.writer.write(batch, now_ms=now_ms, windows=windows)
+                self.flusher.retrying.discard(id(self))
                 break
             except (RedisError, OSError) as exc:
+                self.flusher.retrying.add(id(self))
                 WRITE_FAILURES.inc()
                 log.warning("storing %d frames failed (%s); retrying in %.2f s", batch.frames, exc, delay)
                 await asyncio.sleep(delay)

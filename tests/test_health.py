@@ -6,7 +6,8 @@ from starlette.testclient import TestClient
 
 from hub.app import create_app
 from hub.config import HubConfig
-from tests.support import HubClient
+from tests.support import HubClient, bearer
+from tests.test_device_gateway import connect, device_key, receive
 
 
 def test_health_reports_redis(client: HubClient) -> None:
@@ -18,6 +19,21 @@ def test_health_reports_redis(client: HubClient) -> None:
         assert body["checks"]["redis"]["status"] == "healthy"
         assert body["checks"]["redis"]["latency_ms"] >= 0
         assert body["version"]
+
+
+def test_health_reports_the_ingest_loop_and_this_processs_connections(client: HubClient) -> None:
+    tenant = client.new_tenant()
+    quiet = client.get("/health").json()["checks"]
+    assert quiet["ingest"] == {"status": "healthy", "frames_waiting": 0, "reading": True, "retrying": False}
+    assert quiet["hub"] == {"status": "healthy", "devices": 0, "dashboards": 0, "accepting": True}
+    key = device_key(client, tenant)
+    with connect(client, key) as device:
+        receive(device)  # hello: the session is open
+        with client.http.websocket_connect("/api/v1/ws", headers=bearer(tenant.admin_token)) as dashboard:
+            dashboard.send_json({"type": "ping", "id": 1})
+            dashboard.receive_json()
+            busy = client.get("/health").json()["checks"]["hub"]
+    assert (busy["devices"], busy["dashboards"]) == (1, 1)
 
 
 def test_health_is_503_when_redis_is_unreachable(config: HubConfig) -> None:

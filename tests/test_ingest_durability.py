@@ -151,13 +151,33 @@ async def test_redis_restarted_mid_stream_loses_and_doubles_nothing(tmp_path: Pa
                 for seq in range(total // 2 + 1, total + 1):
                     await ws.send(frame(seq))
                 await asyncio.sleep(0.5)
+                # Redis down: unhealthy (503), the ingest loop degraded and retrying, its frames kept.
+                down = await asyncio.to_thread(health, hub)
+                assert (down[0], down[1]["status"]) == (503, "unhealthy"), down
+                assert down[1]["checks"]["redis"]["status"] == "unhealthy"
+                assert down[1]["checks"]["ingest"]["status"] == "degraded", down
+                assert down[1]["checks"]["ingest"]["retrying"] and down[1]["checks"]["ingest"]["frames_waiting"] > 0
                 store = EmbeddedRedis(tmp_path / "redis", fsync="always", port=port, password=password)
                 store.start()
                 await wait_until(lambda: device.acked >= total, "every frame acked after Redis came back")
                 reader.cancel()
+                up = await asyncio.to_thread(health, hub)
+                assert (up[0], up[1]["status"]) == (200, "healthy"), up
+                assert up[1]["checks"]["ingest"] == {
+                    "status": "healthy",
+                    "frames_waiting": 0,
+                    "reading": True,
+                    "retrying": False,
+                }
         assert stored_seqs(store.url, org_id) == list(range(1, total + 1))
     finally:
         store.stop()
+
+
+def health(hub: ServeProcess) -> tuple[int, dict[str, Any]]:
+    with hub.client() as http:
+        response = http.get("/health")
+    return response.status_code, response.json()
 
 
 def _password(url: str) -> str:

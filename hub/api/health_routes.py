@@ -28,7 +28,17 @@ CHECK: schemas.Schema = {
     "type": "object",
     "properties": {
         "status": {"enum": ["healthy", "degraded", "unhealthy"]},
+        # redis
         "latency_ms": {"type": "number"},
+        "error": {"type": "string"},
+        # ingest
+        "frames_waiting": {"type": "integer", "minimum": 0},
+        "reading": {"type": "boolean"},
+        "retrying": {"type": "boolean"},
+        # hub
+        "devices": {"type": "integer", "minimum": 0},
+        "dashboards": {"type": "integer", "minimum": 0},
+        "accepting": {"type": "boolean"},
     },
     "required": ["status"],
 }
@@ -41,6 +51,37 @@ HEALTH: schemas.Schema = schemas.obj(
     required=["status", "version", "checks"],
     title="Health",
 )
+
+
+def ingest_check(app: Any) -> dict[str, Any]:
+    """The ingest loop: frames received and not yet stored, whether connections may read more, and whether a
+    write is being retried. Degraded while the store lags or fails (Redis slow or down): devices are held back
+    by TCP backpressure and unacked, nothing is dropped."""
+    ingest = getattr(app.state, "device_ingest", None)
+    if ingest is None:
+        return {"status": "healthy", "frames_waiting": 0, "reading": True, "retrying": False}
+    flusher = ingest.flusher
+    waiting, reading, retrying = int(flusher.waiting_frames), bool(flusher.has_room()), bool(flusher.retrying)
+    lagging = retrying or not reading or waiting > flusher.policy.max_waiting_frames // 10
+    return {
+        "status": "degraded" if lagging else "healthy",
+        "frames_waiting": waiting,
+        "reading": reading,
+        "retrying": retrying,
+    }
+
+
+def hub_check(app: Any) -> dict[str, Any]:
+    """This process's connections: device sessions and dashboard sessions, and whether it takes new ones."""
+    ingest = getattr(app.state, "device_ingest", None)
+    fanout = getattr(app.state, "fanout", None)
+    accepting = fanout is None or bool(fanout.accepting)
+    return {
+        "status": "healthy" if accepting else "degraded",
+        "devices": 0 if ingest is None else len(ingest.gateway.sessions),
+        "dashboards": 0 if fanout is None else len(fanout.sessions),
+        "accepting": accepting,
+    }
 
 
 async def redis_check(services: Services) -> dict[str, Any]:
@@ -68,14 +109,15 @@ def health_reply(checks: dict[str, dict[str, Any]]) -> JSONResponse:
 
 
 @operation(
-    summary="Health of the hub and its parts; 503 when unhealthy",
+    summary="Health of the hub and its parts (Redis, the ingest loop, this process's connections); 503 when unhealthy",
     tag="health",
     responses={200: HEALTH, 503: HEALTH},
     auth=False,
 )
 async def health(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
-    return health_reply({"redis": await redis_check(services)})
+    checks = {"redis": await redis_check(services), "ingest": ingest_check(request.app), "hub": hub_check(request.app)}
+    return health_reply(checks)
 
 
 @operation(
