@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         "(its own --help)\n"
         f"  {'all':<16} every workload above, three runs each, about {_suite_minutes()} minutes (its own --help)\n"
         f"  {'profile':<16} py-spy profiles of the hub on ingest-rows, ingest-columns and fanout (its own --help)\n"
-        f"  {'budgets':<16} the latest results against ARCHITECTURE.md's budgets, as a Markdown table\n\n"
+        f"  {'budgets':<16} the latest results against ARCHITECTURE.md's budgets, as a Markdown table\n"
+        f"  {'soak':<16} 30 minutes at half of peak fan-out load: memory, CPU and latency each minute, plotted;\n"
+        f"  {'':<16} fails on an upward trend of the hub's RSS (its own --help)\n\n"
         f"targets: {', '.join(TARGETS)}, or all (telehub, floor and the workload's peers)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,6 +70,7 @@ IN_PROCESS = {
     "all": "benchmarks.suite",
     "profile": "benchmarks.profile",
     "budgets": "benchmarks.budgets",
+    "soak": "benchmarks.soak",
 }
 
 
