@@ -9,6 +9,7 @@ samples) is in ``ingest/aggregate_query.py``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -57,7 +58,14 @@ async def aggregate_readings(request: Request) -> JSONResponse:
     # Many rows share a bucket: each edge is formatted once.
     times: dict[int, str] = {}
     for start, end, metric, count, total, low, high in buckets.rows():
-        values = {"count": count, "sum": total, "min": low, "max": high, "avg": total / count}
+        finite = math.isfinite(total)  # else null, as documented, rather than left to the JSON encoder
+        values = {
+            "count": count,
+            "sum": total if finite else None,
+            "min": low,
+            "max": high,
+            "avg": total / count if finite else None,
+        }
         first = times.get(start) or times.setdefault(start, iso_ms(start))
         last = times.get(end) or times.setdefault(end, iso_ms(end))
         row: dict[str, Any] = {"start": first, "end": last, "metric": metric}

@@ -101,16 +101,18 @@ EVENT: Schema = obj(
 EVENTS_PAGE = cursor_list(EVENT)
 
 NUMBER = {"type": "number"}
+# A sum past the float range is infinite, which JSON cannot carry.
+OVERFLOWING = {"type": ["number", "null"], "description": "null when the sum overflows the float range (±1.8e308)"}
 AGGREGATE_ROW: Schema = obj(
     {
         "start": TIMESTAMP,
         "end": TIMESTAMP,
         "metric": {"type": "string"},
         "count": {"type": "integer"},
-        "sum": NUMBER,
+        "sum": OVERFLOWING,
         "min": NUMBER,
         "max": NUMBER,
-        "avg": NUMBER,
+        "avg": OVERFLOWING,
     },
     required=["start", "end", "metric"],
     title="AggregateBucket",
