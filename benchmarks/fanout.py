@@ -43,7 +43,7 @@ from typing import Any
 
 from benchmarks import fanout_peers
 from benchmarks.fanout_report import write_results
-from benchmarks.fanout_run import LoadGenerator, LoadShape, load_generator
+from benchmarks.fanout_run import LoadGenerator, LoadShape, add_load_options, load_generator
 from benchmarks.harness import DEFAULT_RESULTS_DIR, summarize
 from benchmarks.report import show_written
 
@@ -346,18 +346,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--target", default="all", help="a comma list of targets, or all (default)")
     add("--devices", type=int, default=10, help="publishing devices (default 10)")
     add("--dashboards", type=int, default=1000, help="dashboards, half on every device, half on one (default 1000)")
-    add("--processes", type=int, default=2, help="load generator processes for the dashboards (default 2)")
     add("--start-rate", type=float, default=2.0, help="first step's frames/s per device (default 2)")
     add("--max-rate", type=float, default=5000.0, help="highest frames/s per device tried (default 5000)")
     add("--max-steps", type=int, default=14, help="saturation steps at most (default 14)")
     add("--settle", type=float, default=1.0, help="seconds at a new rate before its window (default 1)")
-    add("--latency-limit-ms", type=float, default=500.0, help="p99 above this is not sustained (default 500)")
-    add("--sample-every", type=int, default=50, help="one delivery in N is decoded for latency (default 50)")
-    add("--window", type=int, default=64, help="unacked frames per device on telehub (default 64)")
-    add("--encoding", choices=("json", "msgpack"), default="json", help="telehub dashboards' frames (default json)")
-    add("--telehub-workers", type=int, default=1, help="telehub serve --workers (default 1)")
-    add("--connect-concurrency", type=int, default=64, help="connections each process opens at once (default 64)")
-    add("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help=f"where to write (default {DEFAULT_RESULTS_DIR})")
+    add_load_options(add)
     return parser
 
 

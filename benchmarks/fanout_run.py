@@ -18,17 +18,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from benchmarks import procstat
 from benchmarks.fanout_peers import FanoutTarget
-from benchmarks.harness import CPUS
+from benchmarks.harness import CPUS, DEFAULT_RESULTS_DIR
 from benchmarks.loadrun import PACKAGE_ROOT, _cpu_by_pid
 
-__all__ = ["LoadGenerator", "LoadShape", "load_generator", "percentile"]
+__all__ = ["LoadGenerator", "LoadShape", "add_load_options", "load_generator", "percentile"]
 
 READY_TIMEOUT_S = 180.0
 # A rate applies this long after it is sent (every process has read it by then); a window's answers are
@@ -314,3 +314,15 @@ def load_generator(target: FanoutTarget, shape: LoadShape, workdir: Path) -> Ite
     finally:
         for process in processes:
             process.close()
+
+
+def add_load_options(add: Callable[..., Any]) -> None:
+    """The load generator's options, shared by ``fanout`` and ``soak`` (``add``: a parser's add_argument)."""
+    add("--processes", type=int, default=2, help="load generator processes for the dashboards (default 2)")
+    add("--sample-every", type=int, default=50, help="one delivery in N is decoded for latency (default 50)")
+    add("--window", type=int, default=64, help="unacked frames per device on telehub (default 64)")
+    add("--encoding", choices=("json", "msgpack"), default="json", help="telehub dashboards' frames (default json)")
+    add("--latency-limit-ms", type=float, default=500.0, help="p99 above this: the load is not held (default 500)")
+    add("--telehub-workers", type=int, default=1, help="telehub serve --workers (default 1)")
+    add("--connect-concurrency", type=int, default=64, help="connections each process opens at once (default 64)")
+    add("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help=f"where to write (default {DEFAULT_RESULTS_DIR})")

@@ -55,7 +55,7 @@ import redis
 from benchmarks import fanout_peers, procstat
 from benchmarks.connections_servers import rss_kib
 from benchmarks.fanout import FanoutOptions, verdict
-from benchmarks.fanout_run import RATE_DELAY_S, LoadGenerator, LoadShape, _figures, load_generator
+from benchmarks.fanout_run import RATE_DELAY_S, LoadGenerator, LoadShape, _figures, add_load_options, load_generator
 from benchmarks.harness import DEFAULT_RESULTS_DIR
 from benchmarks.loadrun import _cpu_by_pid
 from benchmarks.report import show_written
@@ -312,14 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--rate", type=float, default=DEFAULT_RATE_HZ, help=f"frames/s per device (default {DEFAULT_RATE_HZ:g})")
     add("--devices", type=int, default=DEFAULT_DEVICES, help=f"publishing devices (default {DEFAULT_DEVICES})")
     add("--dashboards", type=int, default=DEFAULT_DASHBOARDS, help="dashboards, half on every device (default 1000)")
-    add("--processes", type=int, default=2, help="load generator processes for the dashboards (default 2)")
-    add("--sample-every", type=int, default=50, help="one delivery in N is decoded for latency (default 50)")
-    add("--window", type=int, default=64, help="unacked frames per device (default 64)")
-    add("--encoding", choices=("json", "msgpack"), default="json", help="the dashboards' frames (default json)")
-    add("--latency-limit-ms", type=float, default=500.0, help="p99 above this: load not held (default 500)")
-    add("--telehub-workers", type=int, default=1, help="telehub serve --workers (default 1)")
-    add("--connect-concurrency", type=int, default=64, help="connections each process opens at once (default 64)")
-    add("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help=f"where to write (default {DEFAULT_RESULTS_DIR})")
+    add_load_options(add)
     return parser
 
 
