@@ -255,6 +255,8 @@ def run_serve(args: argparse.Namespace) -> int:
             # Device sockets on the lean path, the rest on uvicorn's sans-I/O websockets (hub.websocket_dispatch).
             "ws": WebSocketDispatch,
             "ws_max_size": config.max_frame_bytes,
+            "ws_ping_interval": config.ws_heartbeat_ms / 1000,
+            "ws_ping_timeout": config.ws_heartbeat_ms / 1000,
         }
         try:
             if config.workers == 1:

@@ -83,6 +83,9 @@ class HubConfig:
     dashboard_max_subscriptions: int = 100
     dashboard_max_connections: int = 1_000
     dashboard_max_replay: int = 10_000
+    # WebSocket heartbeat (devices and dashboards): a ping after this long without a ping, and the connection
+    # dropped (a device marked offline) when no answer arrives within the same time.
+    ws_heartbeat_ms: int = 20_000
 
     # Webhooks: URLs that resolve to private, loopback or link-local addresses are refused unless allowed;
     # the time one delivery attempt may take; the waits before each retry (comma list of <n>s/m/h/d, ±20%
@@ -162,6 +165,7 @@ class HubConfig:
         need(self.dashboard_send_buffer_bytes >= 65_536, "dashboard_send_buffer_bytes", "must be at least 65536")
         for name in ("dashboard_max_subscriptions", "dashboard_max_connections", "dashboard_max_replay"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
+        need(100 <= self.ws_heartbeat_ms <= 600_000, "ws_heartbeat_ms", "must be 100 to 600000")
         need(1024 <= self.max_frame_bytes <= 64 * 1_048_576, "max_frame_bytes", "must be 1024 to 67108864")
         need(0 <= self.flush_interval_ms <= 1000, "flush_interval_ms", "must be 0 to 1000")
         resolutions = durations_ms(self.aggregate_resolutions)

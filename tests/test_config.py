@@ -85,6 +85,8 @@ INVALID: list[tuple[str, Any]] = [
     ("rate_limit_burst", 0),
     ("login_max_failures", 0),
     ("max_body_bytes", 1023),
+    ("ws_heartbeat_ms", 99),
+    ("ws_heartbeat_ms", 600_001),
     ("log_level", "verbose"),
     ("secret", "short"),
     ("bootstrap_password", "correct-horse-battery"),

@@ -1,12 +1,15 @@
 """``GET /api/v1/ws`` on the lean path: a dashboard connection written to straight from the fan-out.
 
 A delivery is the Hub handing a session an ``Outgoing`` whose WebSocket frame is made once for all its
-receivers; this connection appends the frame to a list and, once per turn of the event loop, writes the list
-to the transport in one call. No ASGI message, no task, no copy per delivery: this is what keeps one delivery
-within its few µs (ARCHITECTURE.md budgets). What waits for the client is what the transport holds plus that
-list; when it passes the send buffer's bound the session closes the connection with 4008 (the frames not yet
-written are dropped, the close frame goes out after what the transport holds, and a client that reads nothing
-is dropped ``CLOSE_TIMEOUT_S`` later).
+receivers; this connection appends the frame to a list and writes the list to the transport in one call: on
+the next turn of the event loop, or, when it wrote less than ``COALESCE_S`` ago, that long after its last
+write. A quiet dashboard is written to at once; a busy one gets at most one write (one system call, the
+largest cost of a delivery) per ``COALESCE_S``, whatever the rate of the streams it follows. No ASGI message,
+no task, no copy per delivery: this is what keeps one delivery within its few µs (ARCHITECTURE.md budgets).
+
+What waits for the client is what the transport holds plus that list; when it passes the send buffer's bound
+the session closes the connection with 4008 (the frames not yet written are dropped, the close frame goes out
+after what the transport holds, and a client that reads nothing is dropped ``CLOSE_TIMEOUT_S`` later).
 
 The client's messages are handled one at a time, in order, by one task; while more than ``MAX_PENDING_OPS``
 wait, the socket is not read. Authentication, the connection limit, encodings and errors are as on the ASGI
@@ -40,6 +43,8 @@ from ingest.lean_websocket import HeartbeatPolicy, LeanWebSocket, error_response
 __all__ = ["DashboardConnection"]
 
 MAX_PENDING_OPS = 32
+# The least time between two writes to one dashboard's socket (s).
+COALESCE_S = 0.005
 
 
 class DashboardConnection(LeanWebSocket):
@@ -60,6 +65,7 @@ class DashboardConnection(LeanWebSocket):
         self._pending_bytes = 0
         self._backlog = 0
         self._write_scheduled = False
+        self._last_write = 0.0
 
     def __str__(self) -> str:
         return f"dashboard {self.session.principal.id if self.session else '(unauthenticated)'}"
@@ -72,7 +78,11 @@ class DashboardConnection(LeanWebSocket):
         self._pending_bytes += len(frame)
         if not self._write_scheduled:
             self._write_scheduled = True
-            self.loop.call_soon(self._write)
+            wait = self._last_write + COALESCE_S - self.loop.time()
+            if wait > 0:
+                self.loop.call_later(wait, self._write)
+            else:
+                self.loop.call_soon(self._write)
         if self._pending_bytes + self._backlog <= self.limit:
             return True
         self._backlog = self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -94,6 +104,7 @@ class DashboardConnection(LeanWebSocket):
             return
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         transport.writelines(pending)
+        self._last_write = self.loop.time()
         self._backlog = transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str = "") -> None:

@@ -1,7 +1,8 @@
 """A loopback TCP proxy the tests can cut: every connection through it is aborted at once (a dropped network,
 not a WebSocket close), while new connections are let through as before. It can also ``hold`` what the
 server sends: it stops reading it, through a small receive buffer, so the server sees a client that reads
-nothing long before the kernel's buffers (tens of MB on loopback) would fill."""
+nothing long before the kernel's buffers (tens of MB on loopback) would fill. ``stall`` holds both ways: a
+network path that goes silent without a reset (a NAT that dropped its mapping, a radio out of coverage)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ class CuttableProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
+        # What the server sends flows while the first is set, what the client sends while the second is.
+        self._downstream = asyncio.Event()
+        self._upstream = asyncio.Event()
+        self._downstream.set()
+        self._upstream.set()
 
     @property
     def url(self) -> str:
@@ -43,10 +47,16 @@ class CuttableProxy:
 
     def hold(self) -> None:
         """Stop passing on what the server sends (the client's requests still go through)."""
-        self._flowing.clear()
+        self._downstream.clear()
+
+    def stall(self) -> None:
+        """Stop passing on anything, either way, on every connection, new ones included (none is closed)."""
+        self._downstream.clear()
+        self._upstream.clear()
 
     def release(self) -> None:
-        self._flowing.set()
+        self._downstream.set()
+        self._upstream.set()
 
     async def close(self) -> None:
         if self._server is not None:
@@ -69,19 +79,20 @@ class CuttableProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, upstream_writer}
-        for source, sink, held in ((reader, upstream_writer, False), (upstream_reader, writer, True)):
-            task = asyncio.get_running_loop().create_task(self._pipe(source, sink, held))
+        ways = ((reader, upstream_writer, self._upstream), (upstream_reader, writer, self._downstream))
+        for source, sink, flowing in ways:
+            task = asyncio.get_running_loop().create_task(self._pipe(source, sink, flowing))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, held: bool) -> None:
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
         try:
             while True:
-                if held:
-                    await self._flowing.wait()
+                await flowing.wait()
                 data = await source.read(65536)
                 if not data:
                     break
+                await flowing.wait()  # what was read as the path stalled waits too
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):
