@@ -286,7 +286,7 @@ def run(options: SoakOptions, say: Progress) -> dict[str, Any]:
                 )
                 with load_generator(target, shape, workdir) as load:
                     _soak(load, probe, options, say, result)
-        except Exception as exc:
+        except (Exception, KeyboardInterrupt) as exc:  # Ctrl-C too: what was sampled is still written
             result["error"] = f"{type(exc).__name__}: {exc}"
             result["traceback"] = traceback.format_exc(limit=8)
             if output is not None:

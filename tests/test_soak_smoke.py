@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -171,3 +172,23 @@ def test_help_lists_the_soak_workload() -> None:
         [sys.executable, "-m", "benchmarks", "soak", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "--minutes" in own.stdout and "half of" in own.stdout
+
+
+def test_ctrl_c_writes_what_was_sampled(tmp_path: Path) -> None:
+    """Interrupted after its first sample, the soak still writes its reports, with the interruption as its
+    error and a failed verdict (exit code 1), and stops the hub and the load it started."""
+    command = [sys.executable, "-m", "benchmarks", "soak", "--minutes", "1", "--interval", "3"]
+    command += ["--devices", "1", "--dashboards", "2", "--rate", "10", "--results-dir", str(tmp_path)]
+    soak = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert soak.stdout is not None
+    for line in soak.stdout:
+        if line.startswith("soak 1/"):
+            soak.send_signal(signal.SIGINT)
+            break
+    rest, _ = soak.communicate(timeout=60)
+    assert soak.returncode == 1, rest
+    written = json.loads((tmp_path / "soak-latest.json").read_text())
+    assert written["error"].startswith("KeyboardInterrupt") and len(written["samples"]) >= 1
+    assert written["verdict"]["passed"] is False
+    data_dir = written["started_as"].split("--data-dir ")[1].split()[0]  # in the hub's and its Redis's command
+    assert subprocess.run(["pgrep", "-f", data_dir], capture_output=True, check=False).returncode == 1
