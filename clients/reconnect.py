@@ -13,10 +13,13 @@ from websockets.typing import Subprotocol
 
 from clients.backoff import Backoff
 from clients.errors import SessionEnded
+from clients.log_redaction import redacted_logger
 
 __all__ = ["CLOSE_TIMEOUT_S", "keep_connected"]
 
 log = logging.getLogger("telehub.clients")
+# websockets logs every handshake header (Authorization) and frame previews at debug: through a filtered logger.
+protocol_log = redacted_logger("telehub.clients.websocket")
 
 # How long closing waits for the hub's close frame (behind unread messages it may never come).
 CLOSE_TIMEOUT_S = 2.0
@@ -52,6 +55,7 @@ async def keep_connected(
                 close_timeout=CLOSE_TIMEOUT_S,
                 max_size=None,
                 compression=None,
+                logger=protocol_log,
             ) as ws:
                 quick = await session(ws)
         except SessionEnded as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients import RestClient
+from tests import secret_scan
 from tests.clients.conftest import admin_rest
 from tests.processes import STOP_TIMEOUT, TELEHUB, ServeProcess
 
@@ -83,6 +84,7 @@ class Background:
 def background(*args: str, env: Mapping[str, str], directory: Path) -> Iterator[Background]:
     """``telehub ARGS`` started; killed on exit if the test left it running."""
     out, err = directory / "stdout.txt", directory / "stderr.txt"
+    secret_scan.watch_cli_files([str(TELEHUB), *args], out, err, env)  # read at the end of the session
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(
             [str(TELEHUB), *args], env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr

@@ -15,6 +15,10 @@ from hub.config import HubConfig
 from hub.embedded_redis import EmbeddedRedis
 from tests.support import HubClient
 
+# tests/secret_scan.py: the session fails if a log line of it (this process's records, the telehub processes'
+# output) holds a key, token or password.
+pytest_plugins = ["tests.secret_scan"]
+
 # Every timeout in the tests is a multiple of this, scaled on slow machines with TELEHUB_TEST_TIMEOUT_SCALE.
 TIMEOUT = float(os.environ.get("TELEHUB_TEST_TIMEOUT_SCALE", "1")) * 1.0
 

@@ -23,6 +23,7 @@ from typing import IO, Any
 import httpx2 as httpx
 
 from benchmarks.procstat import children_of
+from tests import secret_scan
 from tests.conftest import TIMEOUT
 
 __all__ = [
@@ -86,6 +87,7 @@ def admin_hub_env(secret: str, email: str, password: str, **variables: str) -> d
 
 def run_telehub(*args: str, env: Mapping[str, str], timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """Run ``telehub ARGS`` to completion and return its exit code and output."""
+    secret_scan.note_command([str(TELEHUB), *args], env)  # its output is scanned through subprocess.run
     return subprocess.run(
         [str(TELEHUB), *args],
         env=dict(env),
@@ -195,6 +197,7 @@ class ServeProcess:
         self.env = dict(env)
         self.args = list(args)
         self.log_path = log_path
+        secret_scan.watch_serve_log(log_path, self.env, self.args)  # read at the end of the session
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
