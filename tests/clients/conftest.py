@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clients import RestClient
+from clients import RestClient, Subscription
 from tests.conftest import TIMEOUT
 from tests.processes import ServeProcess, admin_hub_env, serve
 
@@ -63,6 +63,16 @@ async def admin_rest(process: ServeProcess) -> AsyncIterator[RestClient]:
 async def rest(hub_server: ServeProcess) -> AsyncIterator[RestClient]:
     async with admin_rest(hub_server) as client:
         yield client
+
+
+async def numbers_by_device(subscription: Subscription, into: dict[str, list[float]], total: int) -> None:
+    """Each device's ``n`` values from a telemetry subscription, until ``total`` messages arrived."""
+    count = 0
+    async for message in subscription:
+        into.setdefault(message.channel.split("/")[1], []).append(float(message.data["metrics"]["n"]))
+        count += 1
+        if count == total:
+            return
 
 
 async def eventually(condition: Callable[[], bool], message: str, within_s: float = WAIT) -> None:

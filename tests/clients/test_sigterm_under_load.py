@@ -14,9 +14,18 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from clients import Backoff, DeviceClient, HubClient, Subscription
+from clients import Backoff, DeviceClient, HubClient
 from ingest import stream_keys
-from tests.clients.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, WAIT, admin_rest, eventually, new_device, restart
+from tests.clients.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    WAIT,
+    admin_rest,
+    eventually,
+    new_device,
+    numbers_by_device,
+    restart,
+)
 from tests.processes import admin_hub_env, serve
 
 pytestmark = pytest.mark.fault
@@ -35,15 +44,6 @@ async def stored(redis_url: str, org_id: str, device_id: str) -> list[int]:
     async with redis.from_url(redis_url) as store:
         entries = await store.xrange(stream_keys.device_frames(org_id, device_id))
     return [int(fields[b"s"]) for _, fields in entries]
-
-
-async def follow(subscription: Subscription, into: dict[str, list[int]], total: int) -> None:
-    count = 0
-    async for message in subscription:
-        into.setdefault(message.channel.split("/")[1], []).append(int(message.data["metrics"]["n"]))
-        count += 1
-        if count == total:
-            return
 
 
 async def test_sigterm_under_load_acks_what_it_stored_closes_1012_and_loses_nothing(
@@ -76,9 +76,9 @@ async def test_sigterm_under_load_acks_what_it_stored_closes_1012_and_loses_noth
                 await stack.enter_async_context(sender)
             for watcher in watchers:
                 await stack.enter_async_context(watcher)
-            seen: list[dict[str, list[int]]] = [{} for _ in watchers]
+            seen: list[dict[str, list[float]]] = [{} for _ in watchers]
             followers = [
-                asyncio.create_task(follow(await w.subscribe("devices/+/telemetry"), into, DEVICES * FRAMES))
+                asyncio.create_task(numbers_by_device(await w.subscribe("devices/+/telemetry"), into, DEVICES * FRAMES))
                 for w, into in zip(watchers, seen, strict=True)
             ]
             producers = [asyncio.create_task(produce(sender)) for sender in senders]
@@ -104,4 +104,4 @@ async def test_sigterm_under_load_acks_what_it_stored_closes_1012_and_loses_noth
         for device in devices:
             assert await stored(redis_url, org_id, device.id) == everything, device.id
         for into in seen:
-            assert into == {device.id: everything for device in devices}
+            assert into == {device.id: [float(n) for n in everything] for device in devices}

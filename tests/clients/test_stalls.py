@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from clients import Backoff, DeviceClient, HubClient, RestClient, Subscription
-from tests.clients.conftest import WAIT, admin_rest, eventually, hub_env, new_device, stored_seqs
+from clients import Backoff, DeviceClient, HubClient, RestClient
+from tests.clients.conftest import WAIT, admin_rest, eventually, hub_env, new_device, numbers_by_device, stored_seqs
 from tests.clients.proxy import cuttable_proxy
 from tests.processes import serve
 
@@ -40,16 +40,6 @@ async def stream(device: DeviceClient, numbers: range, every_s: float = 0.0) -> 
         await device.send({"n": n}, ts=NOW_MS + n)
         if every_s:
             await asyncio.sleep(every_s)
-
-
-async def seen(subscription: Subscription, into: dict[str, list[float]], total: int) -> None:
-    """Each device's ``n`` values from a telemetry subscription, until ``total`` messages arrived."""
-    count = 0
-    async for message in subscription:
-        into.setdefault(message.channel.split("/")[1], []).append(float(message.data["metrics"]["n"]))
-        count += 1
-        if count == total:
-            return
 
 
 async def test_a_stalled_device_and_dashboard_cost_the_others_nothing_and_lose_nothing(tmp_path: Path) -> None:
@@ -78,10 +68,10 @@ async def test_a_stalled_device_and_dashboard_cost_the_others_nothing_and_lose_n
                 await stack.enter_async_context(client)
             total = 2 * (BEFORE + DURING + AFTER)
             received: dict[str, dict[str, list[float]]] = {"far": {}, "near": {}}
-            watchers = [
-                asyncio.create_task(seen(await watcher.subscribe("devices/+/telemetry"), received[name], total))
-                for name, watcher in (("far", far_watcher), ("near", near_watcher))
-            ]
+            watchers = []
+            for name, watcher in (("far", far_watcher), ("near", near_watcher)):
+                subscription = await watcher.subscribe("devices/+/telemetry")
+                watchers.append(asyncio.create_task(numbers_by_device(subscription, received[name], total)))
 
             await asyncio.gather(stream(far, range(1, BEFORE + 1)), stream(near, range(1, BEFORE + 1)))
             await asyncio.wait_for(asyncio.gather(far.flush(), near.flush()), WAIT)
