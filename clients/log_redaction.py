@@ -7,7 +7,7 @@ SDK clients through ``websockets.client`` (the SDK's own connections log through
 which carries the filter whether or not the hub is loaded). uvicorn's access log carries query strings.
 :class:`RedactSecrets` on those loggers replaces the secret part of such lines before any handler sees them; the
 rest of the line stays, so the debug log still shows what happened. It lives with the SDK, which imports no
-server package, and ``hub`` installs it on the server's loggers at import.
+server package, and ``hub.app.create_app`` installs it on the server's loggers.
 """
 
 from __future__ import annotations

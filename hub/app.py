@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, WebSocketRoute
 
+from clients import log_redaction
 from hub.api import (
     aggregate_routes,
     alerts_routes,
@@ -66,6 +67,8 @@ def create_app(config: HubConfig) -> Starlette:
     """The hub for one process; ``config.redis_url`` must point at a running Redis."""
     if not config.redis_url:
         raise ValueError("create_app needs config.redis_url; `telehub serve` starts an embedded Redis for you")
+    # Wherever the hub runs, the protocol loggers' debug lines (handshake headers, frames) carry no credential.
+    log_redaction.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
