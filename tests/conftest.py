@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from tests.support import HubClient
 # tests/secret_scan.py: the session fails if a log line of it (this process's records, the telehub processes'
 # output) holds a key, token or password.
 pytest_plugins = ["tests.secret_scan"]
+
+# A suite started as a background job inherits SIGINT ignored, and so would every process it starts (an ignored
+# signal stays ignored across exec): tests that press Ctrl-C on a CLI through SIGINT would then wait in vain.
+# A handled signal is reset to its default at exec, so with a handler here the processes started see Ctrl-C.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Every timeout in the tests is a multiple of this, scaled on slow machines with TELEHUB_TEST_TIMEOUT_SCALE.
 TIMEOUT = float(os.environ.get("TELEHUB_TEST_TIMEOUT_SCALE", "1")) * 1.0
