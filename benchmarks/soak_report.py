@@ -37,6 +37,8 @@ __all__ = ["JUDGED", "MIN_JUDGED", "judge", "markdown", "trend", "write_results"
 
 # Samples of the second half needed before a slope is judged.
 MIN_JUDGED = 5
+# A slope counts as a trend only this many standard errors away from zero: below it, noise could draw it.
+MIN_T = 2.0
 # Figure -> (label, threshold as a share of its median per 10 minutes (None: reported, never judged), decides).
 JUDGED: dict[str, tuple[str, float | None, bool]] = {
     "hub_rss_kib": ("hub RSS (KiB)", 0.02, True),
@@ -59,17 +61,23 @@ def trend(
     t_min: Sequence[float], values: Sequence[float], threshold: float | None, relative_to: float | None = None
 ) -> dict[str, Any]:
     """The least-squares slope of ``values`` against ``t_min`` (minutes), per 10 minutes and as a share of
-    their median (or of ``relative_to``); ``upward`` when judged (at least ``MIN_JUDGED`` points) and that
-    share exceeds ``threshold``."""
+    their median (or of ``relative_to``), and its t statistic (the slope over its standard error); ``upward``
+    when judged (at least ``MIN_JUDGED`` points), that share exceeds ``threshold`` and the slope is at least
+    ``MIN_T`` standard errors above zero (a noisy series can fit a steep line by chance)."""
     count = len(values)
     median = statistics.median(values) if values else 0.0
     mean_t = sum(t_min) / count if count else 0.0
     spread = sum((t - mean_t) ** 2 for t in t_min)
-    if count < 2 or spread <= 0:
-        slope = None
-    else:
+    slope: float | None = None
+    t_stat: float | None = None
+    if count >= 2 and spread > 0:
         mean_v = sum(values) / count
-        slope = sum((t - mean_t) * (v - mean_v) for t, v in zip(t_min, values, strict=True)) / spread * 10
+        per_min = sum((t - mean_t) * (v - mean_v) for t, v in zip(t_min, values, strict=True)) / spread
+        slope = per_min * 10
+        if count > 2:
+            residuals = sum((v - mean_v - per_min * (t - mean_t)) ** 2 for t, v in zip(t_min, values, strict=True))
+            error = math.sqrt(residuals / (count - 2) / spread)
+            t_stat = per_min / error if error > 0 else math.copysign(math.inf, per_min) if per_min else 0.0
     base = median if relative_to is None else relative_to
     share = slope / base if slope is not None and base > 0 else None
     judged = count >= MIN_JUDGED and share is not None and threshold is not None
@@ -82,7 +90,14 @@ def trend(
         "share_per_10min": share,
         "threshold_per_10min": threshold,
         "judged": judged,
-        "upward": bool(judged and share is not None and threshold is not None and share > threshold),
+        "t": t_stat,
+        "upward": bool(
+            judged
+            and share is not None
+            and threshold is not None
+            and share > threshold
+            and (t_stat is None or t_stat >= MIN_T)
+        ),
         # The fitted line's value at the mean time (for the plot): the line is mean + slope * (t - mean_t).
         "mean_t_min": mean_t,
         "mean": sum(values) / count if count else 0.0,
@@ -164,8 +179,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def _trend_rows(verdict: dict[str, Any]) -> list[str]:
     rows = [
-        "| figure | median | slope per 10 min | share of median | threshold | trend |",
-        "|---|---:|---:|---:|---:|---|",
+        "| figure | median | slope per 10 min | share of median | t | threshold | trend |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     trends = verdict["trends"]
     for key, found in trends.items():
@@ -179,6 +194,13 @@ def _trend_rows(verdict: dict[str, Any]) -> list[str]:
             call = "upward: the stream data (expected)"
         elif found["upward"]:
             call = "**upward**" if decides else "upward"
+        elif (
+            found["judged"]
+            and found["share_per_10min"] is not None
+            and found["threshold_per_10min"] is not None
+            and (found["share_per_10min"] > found["threshold_per_10min"])
+        ):
+            call = "flat: the slope is noise (t under 2)"
         elif found["judged"]:
             call = "flat"
         else:
@@ -188,7 +210,7 @@ def _trend_rows(verdict: dict[str, Any]) -> list[str]:
         rows.append(
             f"| {label}{', decides' if decides else ''} | {_num(found['median'], 2)} | "
             f"{'—' if slope is None else ('+' if slope >= 0 else '') + _num(slope, 2)} | {share} | "
-            f"{'—' if threshold is None else f'{threshold:.0%}'} | {call} |"
+            f"{_num(found.get('t'), 1)} | {'—' if threshold is None else f'{threshold:.0%}'} | {call} |"
         )
     return rows
 
@@ -239,8 +261,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"Trends: a least-squares line over the second half of the samples ({v['judged_samples']}, from "
             f"minute {v['judged_from_min']:.1f}; the first half is warm-up), its slope per 10 minutes and as a "
             "share of the median. Memory trends upward above 2% of its median per 10 minutes (Redis's memory "
-            "outside the streams: 2% of its whole `used_memory`), p99 and the hub's CPU above 10%; at least "
-            f"{MIN_JUDGED} samples are needed to judge. Only the hub's RSS decides.",
+            "outside the streams: 2% of its whole `used_memory`), p99 and the hub's CPU above 10%, and only when the "
+            f"slope is at least {MIN_T:g} standard errors above zero (t); at least {MIN_JUDGED} samples are needed "
+            "to judge. Only the hub's RSS decides.",
             "",
             *_trend_rows(v),
             "",

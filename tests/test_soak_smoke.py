@@ -138,6 +138,18 @@ def test_trend_flags_a_growing_series_and_passes_a_flat_one() -> None:
     assert trend(minutes, growing, None)["judged"] is False  # reported only
 
 
+def test_a_steep_line_through_noise_is_not_a_trend() -> None:
+    """The p99 of the 2026-11-22 soak's second half (ms): the fitted slope passes the threshold, but it is
+    under two standard errors from zero, so it is noise; the same slope with little noise is a trend."""
+    minutes = [16.0, 17.1, 18.1, 19.1, 20.1, 21.1, 22.1, 23.1, 24.1, 25.1, 26.1, 27.1, 28.1, 29.1, 30.1]
+    spiky = [57.0, 57, 67, 89, 88, 102, 93, 63, 82, 60, 81, 111, 92, 69, 68]
+    found = trend(minutes, spiky, 0.10)
+    assert found["share_per_10min"] > 0.10 and found["t"] < 2 and not found["upward"]
+    steady = [60 + 0.88 * m + (0.5 if m % 2 else -0.5) for m in range(15)]
+    found = trend(minutes, steady, 0.10)
+    assert found["share_per_10min"] > 0.10 and found["t"] > 2 and found["upward"]
+
+
 def test_judge_decides_on_the_hub_rss_after_warm_up() -> None:
     # A warm-up climb in the first half, flat afterwards: passes.
     settled = judge(_samples([100_000 + 5_000 * m for m in range(15)] + [170_000.0] * 15))
