@@ -18,6 +18,8 @@ __all__ = ["ConfigError", "HubConfig", "durations_ms"]
 ENV_PREFIX = "TELEHUB_"
 FSYNC_POLICIES = ("always", "everysec", "no")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# One server, or a Redis Cluster given by some of its nodes (hub.redis_client).
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 # Settings that `telehub serve` also takes as flags; the rest are environment variables only.
 CLI_FLAGS = frozenset({"host", "port", "workers", "redis_url", "data_dir", "demo", "log_level"})
 
@@ -153,10 +155,17 @@ class HubConfig:
         need(1 <= self.workers <= 64, "workers", f"must be 1..64, got {self.workers}")
         need(self.redis_fsync in FSYNC_POLICIES, "redis_fsync", f"must be one of {', '.join(FSYNC_POLICIES)}")
         need(
-            not self.redis_url or self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            not self.redis_url or self.redis_url.startswith(REDIS_URL_SCHEMES),
             "redis_url",
-            "must start with redis://, rediss:// or unix://",
+            "must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://",
         )
+        if self.redis_url.startswith(REDIS_URL_SCHEMES[3:]):
+            from hub.redis_client import parse_cluster_url
+
+            try:
+                parse_cluster_url(self.redis_url)
+            except ValueError as exc:
+                need(False, "redis_url", f"{exc} (redis+cluster://[:password@]host:port[,host:port...])")
         need(self.jwt_ttl_s >= 60, "jwt_ttl_s", "must be at least 60 seconds")
         need(self.rate_limit_per_minute >= 1, "rate_limit_per_minute", "must be at least 1")
         need(self.rate_limit_burst >= 1, "rate_limit_burst", "must be at least 1")

@@ -20,10 +20,10 @@ class Organizations:
     async def create(self, *, name: str) -> dict[str, Any]:
         org_id = new_id("org")
         created = now_ms()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.org(org_id), mapping={"id": org_id, "name": name, "created_at": created})
-            pipe.sadd(keys.ORGS, org_id)
-            await pipe.execute()
+        # Two slots under Redis Cluster (the org's tag, and the global set), so no transaction: the record
+        # first, then the membership that makes the organization exist (exists() reads the set).
+        await self.redis.hset(keys.org(org_id), mapping={"id": org_id, "name": name, "created_at": created})
+        await self.redis.sadd(keys.ORGS, org_id)
         return {"id": org_id, "name": name, "created_at": iso_field({"c": str(created)}, "c")}
 
     async def get(self, org_id: str) -> dict[str, Any] | None:
