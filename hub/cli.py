@@ -25,6 +25,7 @@ from hub.auth.principal import PERSON_ROLES, Role
 from hub.config import ENV_PREFIX, ConfigError, HubConfig
 from hub.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 from hub.errors import NotFound, TelehubError
+from hub.redis_client import is_cluster_url
 from hub.services import Services, open_redis
 
 if TYPE_CHECKING:
@@ -234,6 +235,11 @@ def run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     where = "external Redis" if config.redis_url else "embedded Redis"
+    if is_cluster_url(config.redis_url):
+        log.warning(
+            "Redis Cluster support is incomplete: commands and live dashboard subscriptions fail on a cluster "
+            "for now (docs/redis-cluster-plan.md); use one Redis server in production"
+        )
     with redis_for(config, serving=True) as config:
         log.info(
             "telehub %s on http://%s:%d with %s (data dir %s), %d worker(s)",
