@@ -55,6 +55,19 @@ class LoadShape:
     encoding: str
     connect_concurrency: int
 
+    def parameters(self) -> dict[str, Any]:
+        """Who was connected, as a workload's results record it."""
+        return {
+            "devices": self.devices,
+            "dashboards": self.dashboards,
+            "dashboards_every_device": (self.dashboards + 1) // 2,
+            "dashboards_one_device": self.dashboards // 2,
+            "loadgen_dashboard_processes": self.processes,
+            "sample_every": self.sample_every,
+            "window": self.window,
+            "telehub_encoding": self.encoding,
+        }
+
 
 class LoadProcess:
     """One load generator process, its answers (JSON lines on stdout) read by a thread into a queue."""
