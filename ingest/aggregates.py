@@ -26,7 +26,7 @@ from prometheus_client import Counter
 from aggregation import DEFAULT_RESOLUTIONS_MS, ClosedWindows, WindowState
 from aggregation.runs import BatchRuns, SampleRuns
 from ingest import stream_keys
-from ingest.batch import IngestBatch, stored_samples
+from ingest.batch import IngestBatch
 from ingest.frames import Samples
 from ingest.ports import DeviceIdentity
 
@@ -37,6 +37,8 @@ DAY_MS = 86_400_000
 LATE_DROPPED = Counter(
     "telehub_aggregation_late_dropped_total", "samples too late to correct their window (stored, not aggregated)"
 )
+# Entries of WindowAggregator's series cache before it starts again.
+_SERIES_CACHE_MAX = 100_000
 WINDOWS_WRITTEN = Counter("telehub_aggregation_windows_written_total", "closed window entries written")
 
 # name -> (count, sum, min, max): one window's aggregates of one metric.
@@ -122,6 +124,8 @@ class WindowAggregator:
         self.devices: list[DeviceIdentity] = []
         self._series_ids: dict[tuple[int, str], int] = {}
         self._metric_names: list[str] = []
+        # (device int, a frame's metric names) -> their series ints: frames of a device mostly repeat theirs.
+        self._series_of_names: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         # Closed windows not yet written.
         self.pending: list[WindowEntry] = []
 
@@ -157,17 +161,17 @@ class WindowAggregator:
         before the write): a frame was stored iff its seq is 0 or above the highest seq so far. So a resent
         frame is aggregated exactly when it is stored: once."""
         columns = SampleColumns()
-        for org_id, devices in batch.orgs.items():
-            befores = last_before.get(org_id, {})
-            for device_id, pending in devices.items():
-                last = befores.get(device_id)
-                if last is None:
-                    continue
-                kept = stored_samples(pending, last)
-                if kept:
-                    number = self.device_id(DeviceIdentity(org_id, device_id))
-                    for samples in kept:
-                        columns.add(number, self.series_ids(number, samples.names), samples)
+        series_of = self._series_of_names
+        if len(series_of) > _SERIES_CACHE_MAX:
+            series_of.clear()
+        for org_id, devices in batch.stored_telemetry(last_before).items():
+            for device_id, kept in devices.items():
+                number = self.device_id(DeviceIdentity(org_id, device_id))
+                for samples in kept:
+                    series = series_of.get((number, samples.names))
+                    if series is None:
+                        series = series_of[(number, samples.names)] = self.series_ids(number, samples.names)
+                    columns.add(number, series, samples)
         self.add(columns, now_ms=now_ms)
         self.close(now_ms)
 

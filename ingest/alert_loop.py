@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ingest.alert_eval import ConditionSummary, SampleTable, evaluate
-from ingest.batch import IngestBatch, stored_samples
+from ingest.batch import IngestBatch
 from ingest.frames import Samples
 from ingest.ports import AlertRules, AlertSink
 from ingest.tasks import cancel_and_wait
@@ -102,16 +102,12 @@ class AlertLoop:
 
     def submit(self, batch: IngestBatch, last_before: Mapping[str, Mapping[str, int]]) -> None:
         """Queue the samples ``batch`` stored (``last_before``: the store script's reply, per org and device)."""
-        for org_id, devices in batch.orgs.items():
+        for org_id in batch.orgs:
             rules = self.rules.current(org_id)
             if rules is not None and not rules:
                 continue  # known to have none
-            befores = last_before.get(org_id, {})
-            frames: list[tuple[str, Samples]] = []
-            for device_id, pending in devices.items():
-                last = befores.get(device_id)
-                if last is not None:
-                    frames += ((device_id, samples) for samples in stored_samples(pending, last))
+            devices = batch.stored_telemetry(last_before).get(org_id, {})
+            frames = [(device_id, samples) for device_id, kept in devices.items() for samples in kept]
             if frames:
                 self._queue.append((org_id, frames))
                 self._queued += len(frames)

@@ -6,13 +6,14 @@ each frame's :class:`AckTarget` the highest seq of its that is now durable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ingest.frames import Samples
 from ingest.ports import DeviceIdentity
 
-__all__ = ["AckTarget", "DeviceFrames", "IngestBatch", "stored_samples"]
+__all__ = ["AckTarget", "DeviceFrames", "IngestBatch", "StoredTelemetry"]
 
 
 class AckTarget(Protocol):
@@ -21,6 +22,9 @@ class AckTarget(Protocol):
     def flushed(self, seq: int, count: int) -> None:
         """``count`` more of this target's frames are stored, the highest of them numbered ``seq``."""
 
+
+# Per organization and device, the samples of the telemetry frames a write stored, in order.
+StoredTelemetry = dict[str, dict[str, list[Samples]]]
 
 # A frame larger than this (a columns frame, mostly) goes to the store script as an argument of its own rather
 # than inside the batch's one MessagePack argument: neither packed by the hub nor unpacked by Redis.
@@ -43,21 +47,6 @@ class DeviceFrames:
     samples: list[Samples | None] = field(default_factory=list)
 
 
-def stored_samples(frames: DeviceFrames, last_before: int) -> list[Samples]:
-    """The samples of the frames the store script kept, in order, given the device's last seq before the write:
-    it replays the script's rule (a frame is stored iff its seq is 0 or above the highest so far), so a resent
-    frame counts exactly when it was stored: once."""
-    kept: list[Samples] = []
-    last = last_before
-    for seq, samples in zip(frames.seqs, frames.samples, strict=True):
-        if seq != 0 and seq <= last:
-            continue
-        last = max(last, seq)
-        if samples is not None and len(samples):
-            kept.append(samples)
-    return kept
-
-
 class IngestBatch:
     """Frames waiting for the next flush. Not thread-safe: one event loop owns it."""
 
@@ -67,6 +56,7 @@ class IngestBatch:
         self.bytes = 0
         # Each target's highest seq and frame count so far, kept as frames are added (no pass at flush time).
         self.owed: dict[AckTarget, tuple[int, int]] = {}
+        self._stored: tuple[Mapping[str, Mapping[str, int]], StoredTelemetry] | None = None
 
     def add(
         self,
@@ -100,6 +90,38 @@ class IngestBatch:
         if target is not None:
             owed = self.owed.get(target)
             self.owed[target] = (seq, 1) if owed is None else (max(seq, owed[0]), owed[1] + 1)
+
+    def stored_telemetry(self, last_before: Mapping[str, Mapping[str, int]]) -> StoredTelemetry:
+        """The samples of the telemetry frames the store script kept, given each device's last seq before the
+        write (its reply). It replays the script's rule (a frame is stored iff its seq is 0 or above the highest
+        so far), so a resent frame counts exactly when it was stored: once. Worked out once per batch: the
+        aggregator and the alert loop both read it."""
+        if self._stored is not None and self._stored[0] is last_before:
+            return self._stored[1]
+        stored: StoredTelemetry = {}
+        for org_id, devices in self.orgs.items():
+            befores = last_before.get(org_id)
+            if not befores:
+                continue
+            by_device: dict[str, list[Samples]] = {}
+            for device_id, pending in devices.items():
+                last = befores.get(device_id)
+                if last is None:
+                    continue
+                kept: list[Samples] = []
+                for seq, samples in zip(pending.seqs, pending.samples, strict=True):
+                    if seq:
+                        if seq <= last:
+                            continue
+                        last = seq
+                    if samples is not None:
+                        kept.append(samples)
+                if kept:
+                    by_device[device_id] = kept
+            if by_device:
+                stored[org_id] = by_device
+        self._stored = (last_before, stored)
+        return stored
 
     def take(self) -> IngestBatch:
         """Everything added so far, leaving this batch empty for the frames that arrive during the flush."""

@@ -18,6 +18,7 @@ Error codes (``FrameError.code``):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from math import isfinite
@@ -45,6 +46,9 @@ _WIRE_I8: np.dtype[np.int64] = np.dtype("<i8")
 _WIRE_F8: np.dtype[np.float64] = np.dtype("<f8")
 # Metric names already found valid, so a frame of known names costs one set comparison. Cleared when full.
 _known_names: set[str] = set()
+# Frames up to this size are unpacked with fixed caps (``_small_frame_unpacker``): a list of this many items
+# is the largest allocation a hostile small frame can cause.
+_SMALL_FRAME_BYTES = 1024
 _KNOWN_NAMES_MAX = 10_000
 
 _TELEMETRY_FIELDS = frozenset({"type", "seq", "ts", "metrics", "points"})
@@ -163,8 +167,10 @@ def _unpack(raw: bytes, limits: FrameLimits) -> Any:
     map keys are left to validation (``invalid_frame``).
     """
     size = len(raw)
-    max_str, max_array, max_map = limits.decoder_caps
     try:
+        if size <= _SMALL_FRAME_BYTES:
+            return _small_frame_unpacker(limits.decoder_caps)(raw)
+        max_str, max_array, max_map = limits.decoder_caps
         return msgpack.unpackb(
             raw,
             raw=False,
@@ -192,6 +198,26 @@ def _unpack(raw: bytes, limits: FrameLimits) -> Any:
         raise FrameError("invalid_encoding", f"not valid MessagePack: {detail}") from None
 
 
+@functools.lru_cache(maxsize=8)
+def _small_frame_unpacker(caps: tuple[int, int, int]) -> Callable[[bytes], Any]:
+    """``msgpack.unpackb`` with its options bound, for frames of at most ``_SMALL_FRAME_BYTES``: the caps are
+    those of the largest such frame, which refuse the same frames as caps fitted to each frame's size (a length
+    over the frame's size fails either way, as ``invalid_encoding``), for half the cost of passing them per call.
+    """
+    max_str, max_array, max_map = caps
+    return functools.partial(
+        msgpack.unpackb,
+        raw=False,
+        strict_map_key=False,
+        ext_hook=_refuse_ext,
+        max_ext_len=0,
+        max_str_len=min(_SMALL_FRAME_BYTES, max_str),
+        max_bin_len=_SMALL_FRAME_BYTES,
+        max_array_len=min(_SMALL_FRAME_BYTES, max_array),
+        max_map_len=min(_SMALL_FRAME_BYTES // 2, max_map),
+    )
+
+
 def _refuse_ext(code: int, data: bytes) -> NoReturn:
     raise ValueError("extension types are not accepted")
 
@@ -209,17 +235,29 @@ def _parse_json(raw: bytes) -> Any:
 
 def _telemetry(obj: dict[Any, Any], raw: bytes, binary: bool, now_ms: int, limits: FrameLimits) -> TelemetryFrame:
     """``metrics`` (one point, ``ts`` optional) or ``points`` (each with an optional ``ts``), exactly one."""
-    _check_fields(obj, _TELEMETRY_FIELDS)
-    seq = _seq(obj)
-    if ("metrics" in obj) == ("points" in obj):
-        raise FrameError("invalid_frame", "exactly one of metrics or points is required")
-    if "points" in obj:
+    if not obj.keys() <= _TELEMETRY_FIELDS:
+        _check_fields(obj, _TELEMETRY_FIELDS)
+    seq = obj.get("seq")
+    if type(seq) is not int or not 0 < seq <= MAX_SEQ:
+        seq = _seq(obj)
+    metrics: Any = obj.get("metrics")
+    if type(metrics) is not dict or "points" in obj:  # anything but the common one-point frame
+        if ("metrics" in obj) == ("points" in obj):
+            raise FrameError("invalid_frame", "exactly one of metrics or points is required")
+        if "points" in obj:
+            if "ts" in obj:
+                raise FrameError("invalid_frame", "ts: not allowed with points (give each point its ts)")
+            return TelemetryFrame(seq, "telemetry", _points(obj["points"], now_ms, limits), raw, binary)
         if "ts" in obj:
-            raise FrameError("invalid_frame", "ts: not allowed with points (give each point its ts)")
-        return TelemetryFrame(seq, "telemetry", _points(obj["points"], now_ms, limits), raw, binary)
-    ts = _timestamp(obj["ts"], "ts", now_ms, limits) if "ts" in obj else now_ms
-    metrics = _metric_map(obj["metrics"], "metrics", limits)
-    _check_names(metrics, "metrics")
+            _timestamp(obj["ts"], "ts", now_ms, limits)
+        _metric_map(metrics, "metrics", limits)  # not a map: refused
+    ts = obj.get("ts", now_ms)
+    if type(ts) is not int or not now_ms - limits.past_ms <= ts <= now_ms + limits.future_ms:
+        ts = _timestamp(ts, "ts", now_ms, limits)
+    if not 0 < len(metrics) <= limits.max_metrics:
+        _metric_map(metrics, "metrics", limits)
+    if not metrics.keys() <= _known_names:
+        _check_names(metrics, "metrics")
     samples = Samples.point(ts, tuple(metrics), _numbers(metrics))
     return TelemetryFrame(seq, "telemetry", samples, raw, binary)
 
