@@ -14,6 +14,7 @@ as the REST ``readings/aggregate`` rows). A window that late samples changed is 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,8 +75,10 @@ def resolution_label(width_ms: int) -> str:
     return f"{width_ms}ms"
 
 
+@functools.lru_cache(maxsize=4096)
 def iso_ms(ms: int) -> str:
-    """``1763800000123`` -> ``'2025-11-22T08:26:40.123Z'`` (the contract's REST timestamp form)."""
+    """``1763800000123`` -> ``'2025-11-22T08:26:40.123Z'`` (the contract's REST timestamp form). Cached: the
+    windows closing together share their bounds, device after device."""
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
@@ -318,31 +321,50 @@ def _frame_columns(device: int, series: list[int], samples: Samples) -> Columns:
 
 def _frame_runs(device: int, series: list[int], samples: Samples, unit_ms: int) -> BatchRuns:
     """One frame's runs; a columns frame's from its M x T table: the unit boundaries of its one timestamp
-    column split every metric's row at once."""
+    column split every metric's row at once. A table within one unit (the usual columns frame: a second or
+    less of samples) is one run per metric, its row's sum, min and max."""
     count = samples.timestamps
     if count is None:
         device_of, series_of, ts, value = _frame_columns(device, series, samples)
         return _single_runs(device_of, series_of, ts, value, unit_ms)
     ts = samples.ts[:count].astype(np.int64, copy=False)
     table = samples.value.reshape(len(samples.names), count)
+    metrics = table.shape[0]
+    first, last = int(ts.min()), int(ts.max())
+    if first // unit_ms == last // unit_ms:
+        return BatchRuns(
+            np.full(metrics, device, np.int64),
+            SampleRuns(
+                np.array(series, np.int64),
+                np.full(metrics, first // unit_ms, np.int64),
+                np.full(metrics, count, np.int64),
+                table.sum(axis=1),
+                table.min(axis=1),
+                table.max(axis=1),
+            ),
+            np.full(metrics, first, np.int64),
+            np.full(metrics, last, np.int64),
+        )
     unit_index = ts // unit_ms
     change = np.empty(count, np.bool_)
     change[0] = True
     np.not_equal(unit_index[1:], unit_index[:-1], out=change[1:])
     starts = np.flatnonzero(change)
-    metrics = table.shape[0]
+    lengths = np.empty(starts.size, np.int64)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    lengths[-1] = count - starts[-1]
     return BatchRuns(
         np.full(metrics * starts.size, device, np.int64),
         SampleRuns(
             np.repeat(np.asarray(series, np.int64), starts.size),
-            np.tile(unit_index[starts], metrics),
-            np.tile(np.diff(np.append(starts, count)).astype(np.int64), metrics),
+            np.concatenate([unit_index[starts]] * metrics),
+            np.concatenate([lengths] * metrics),
             np.add.reduceat(table, starts, axis=1).ravel(),
             np.minimum.reduceat(table, starts, axis=1).ravel(),
             np.maximum.reduceat(table, starts, axis=1).ravel(),
         ),
-        np.tile(np.minimum.reduceat(ts, starts), metrics),
-        np.tile(np.maximum.reduceat(ts, starts), metrics),
+        np.concatenate([np.minimum.reduceat(ts, starts)] * metrics),
+        np.concatenate([np.maximum.reduceat(ts, starts)] * metrics),
     )
 
 

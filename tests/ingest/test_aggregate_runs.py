@@ -37,12 +37,14 @@ def columns_frame(ts: list[int], values: list[list[float]]) -> Samples:
 
 # A frame: its device, and either one point or a columns table; timestamps are offsets from the batch's time.
 offsets = st.integers(-45_000, 3_000)
+# Timestamps within 100 ms: mostly inside one second (one unit), a frame folded as one run per metric.
+one_unit = st.integers(-45_000, 2_900).flatmap(lambda t: st.lists(st.integers(t, t + 99), min_size=1, max_size=40))
 value = st.integers(-50, 50).map(float)
 point = st.tuples(st.just("point"), offsets, st.lists(value, min_size=1, max_size=3))
 table = st.integers(1, 3).flatmap(
     lambda m: st.tuples(
         st.just("columns"),
-        st.lists(offsets, min_size=1, max_size=40).map(sorted) | st.lists(offsets, min_size=1, max_size=40),
+        st.lists(offsets, min_size=1, max_size=40).map(sorted) | st.lists(offsets, min_size=1, max_size=40) | one_unit,
         st.lists(st.lists(value, min_size=m, max_size=m), min_size=1, max_size=1).map(lambda rows: rows[0]),
     )
 )
