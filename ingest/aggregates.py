@@ -296,7 +296,15 @@ class SampleColumns:
         columns frame is among them (then runs would not pay) or some frame was cut by ``keep_from``."""
         if self._arrays or not any(samples.timestamps is not None for _, _, samples in self._frames):
             return None
-        parts = [_frame_runs(*frame, unit_ms) for frame in self._frames]
+        tables: dict[tuple[int, int], list[tuple[int, list[int], Samples]]] = {}
+        parts = []
+        for frame in self._frames:
+            samples = frame[2]
+            if samples.timestamps is None:
+                parts.append(_single_runs(*_frame_columns(*frame), unit_ms))
+            else:
+                tables.setdefault((len(samples.names), samples.timestamps), []).append(frame)
+        parts += (_table_runs(frames, unit_ms) for frames in tables.values())
         if self._ts:
             ts = np.array(self._ts, np.int64)
             value = np.array(self._value, np.float64)
@@ -319,52 +327,44 @@ def _frame_columns(device: int, series: list[int], samples: Samples) -> Columns:
     )
 
 
-def _frame_runs(device: int, series: list[int], samples: Samples, unit_ms: int) -> BatchRuns:
-    """One frame's runs; a columns frame's from its M x T table: the unit boundaries of its one timestamp
-    column split every metric's row at once. A table within one unit (the usual columns frame: a second or
-    less of samples) is one run per metric, its row's sum, min and max."""
-    count = samples.timestamps
-    if count is None:
-        device_of, series_of, ts, value = _frame_columns(device, series, samples)
-        return _single_runs(device_of, series_of, ts, value, unit_ms)
-    ts = samples.ts[:count].astype(np.int64, copy=False)
-    table = samples.value.reshape(len(samples.names), count)
-    metrics = table.shape[0]
-    first, last = int(ts.min()), int(ts.max())
-    if first // unit_ms == last // unit_ms:
-        return BatchRuns(
-            np.full(metrics, device, np.int64),
-            SampleRuns(
-                np.array(series, np.int64),
-                np.full(metrics, first // unit_ms, np.int64),
-                np.full(metrics, count, np.int64),
-                table.sum(axis=1),
-                table.min(axis=1),
-                table.max(axis=1),
-            ),
-            np.full(metrics, first, np.int64),
-            np.full(metrics, last, np.int64),
-        )
+def _table_runs(frames: list[tuple[int, list[int], Samples]], unit_ms: int) -> BatchRuns:
+    """The runs of columns frames of one shape (M metrics x T timestamps), all at once: F frames make an
+    F x M x T block of values over an F x T block of timestamps. A frame's unit boundaries split each of its
+    M rows alike; a run never crosses a row's end (every frame starts a run). Runs come frame by frame, metric
+    by metric, in time order within a row: what folding the frames one by one gave, in a fixed number of
+    numpy calls per batch rather than per frame."""
+    first = frames[0][2]
+    metrics, count = len(first.names), first.timestamps
+    assert count is not None
+    number = len(frames)
+    ts = np.stack([samples.ts[:count] for _, _, samples in frames]).astype(np.int64, copy=False)
+    values = np.stack([samples.value for _, _, samples in frames]).ravel()
     unit_index = ts // unit_ms
-    change = np.empty(count, np.bool_)
-    change[0] = True
-    np.not_equal(unit_index[1:], unit_index[:-1], out=change[1:])
-    starts = np.flatnonzero(change)
-    lengths = np.empty(starts.size, np.int64)
-    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
-    lengths[-1] = count - starts[-1]
+    change = np.empty((number, count), np.bool_)
+    change[:, 0] = True
+    np.not_equal(unit_index[:, 1:], unit_index[:, :-1], out=change[:, 1:])
+    # A run per frame and unit (positions in F x T), then per frame, metric and unit (positions in F x M x T).
+    frame_starts = np.flatnonzero(change)
+    row_starts = np.flatnonzero(np.broadcast_to(change[:, None, :], (number, metrics, count)))
+    row = row_starts // count
+    frame_of = row // metrics
+    frame_run = np.searchsorted(frame_starts, frame_of * count + (row_starts - row * count))
+    lengths = np.empty(frame_starts.size, np.int64)
+    np.subtract(frame_starts[1:], frame_starts[:-1], out=lengths[:-1])
+    lengths[-1] = number * count - frame_starts[-1]
+    flat_ts = ts.ravel()
     return BatchRuns(
-        np.full(metrics * starts.size, device, np.int64),
+        np.array([device for device, _, _ in frames], np.int64)[frame_of],
         SampleRuns(
-            np.repeat(np.asarray(series, np.int64), starts.size),
-            np.concatenate([unit_index[starts]] * metrics),
-            np.concatenate([lengths] * metrics),
-            np.add.reduceat(table, starts, axis=1).ravel(),
-            np.minimum.reduceat(table, starts, axis=1).ravel(),
-            np.maximum.reduceat(table, starts, axis=1).ravel(),
+            np.array([series for _, series, _ in frames], np.int64).ravel()[row],
+            unit_index.ravel()[frame_starts][frame_run],
+            lengths[frame_run],
+            np.add.reduceat(values, row_starts),
+            np.minimum.reduceat(values, row_starts),
+            np.maximum.reduceat(values, row_starts),
         ),
-        np.concatenate([np.minimum.reduceat(ts, starts)] * metrics),
-        np.concatenate([np.maximum.reduceat(ts, starts)] * metrics),
+        np.minimum.reduceat(flat_ts, frame_starts)[frame_run],
+        np.maximum.reduceat(flat_ts, frame_starts)[frame_run],
     )
 
 
