@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from hub.auth.principal import Role
@@ -12,18 +13,26 @@ __all__ = ["bootstrap_organization"]
 
 log = logging.getLogger("telehub.bootstrap")
 BOOTSTRAP_LOCK = "th:bootstrap-lock"
+# The lock's life, and the longest another worker waits for it (a worker that died holding it).
+LOCK_S = 60
+POLL_S = 0.05
 
 
 async def bootstrap_organization(services: Services) -> str | None:
     """Create the organization and admin when the store has no organization; the id, or None if skipped.
 
-    Several workers may start at once; a short Redis lock lets exactly one of them do it.
+    Several workers may start at once; a short Redis lock lets exactly one of them do it, and the others wait
+    until it is done: a worker must not serve (and answer a login for the admin) before the admin exists.
     """
     config = services.config
-    if not config.bootstrap_email or await services.orgs.count() > 0:
+    if not config.bootstrap_email:
+        return None
+    await _wait_while_locked(services)
+    if await services.orgs.count() > 0:
         return None
     check_password(config.bootstrap_password)
-    if not await services.redis.set(BOOTSTRAP_LOCK, "1", nx=True, ex=60):
+    if not await services.redis.set(BOOTSTRAP_LOCK, "1", nx=True, ex=LOCK_S):
+        await _wait_while_locked(services)
         return None
     try:
         if await services.orgs.count() > 0:
@@ -39,3 +48,11 @@ async def bootstrap_organization(services: Services) -> str | None:
         return str(org["id"])
     finally:
         await services.redis.delete(BOOTSTRAP_LOCK)
+
+
+async def _wait_while_locked(services: Services) -> None:
+    """Until no worker holds the bootstrap lock (at most its lifetime)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOCK_S
+    while await services.redis.exists(BOOTSTRAP_LOCK) and loop.time() < deadline:
+        await asyncio.sleep(POLL_S)

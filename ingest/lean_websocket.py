@@ -15,7 +15,7 @@ and pongs, within the size limit) are read by :func:`ingest.ws_frames.direct_fra
 received, which costs a small frame about a third of websockets' generator-based parser. The first frame it
 does not take (a close, a fragment, anything invalid or too large) and everything after it go to websockets'
 ``ServerProtocol`` for the rest of the connection, from a frame boundary, so closing, fragments and every
-protocol error are websockets' own.
+protocol error are websockets' own. At debug level each frame read there is logged as websockets logs it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -93,6 +94,8 @@ def direct_frames(state: DirectFrames, data: bytes, receiver: FrameReceiver) -> 
             return _keep(state, data, pos, end - pos)
         payload = apply_mask(data[head:end], data[head - 4 : head])
         pos = end
+        if ws.debug:  # as websockets' parser logs a frame (and clients/log_redaction.py redacts it)
+            ws.logger.debug("< %s", Frame(Opcode(opcode), payload))
         if opcode == _BINARY:
             receiver.message(payload, True)
         elif opcode == _TEXT:
