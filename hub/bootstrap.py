@@ -51,8 +51,8 @@ async def bootstrap_organization(services: Services) -> str | None:
 
 
 async def _wait_while_locked(services: Services) -> None:
-    """Until no worker holds the bootstrap lock (at most its lifetime)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LOCK_S
-    while await services.redis.exists(BOOTSTRAP_LOCK) and loop.time() < deadline:
+    """Until no worker holds the bootstrap lock (at most its lifetime). Polled: the holder is another process."""
+    for _ in range(int(LOCK_S / POLL_S)):
+        if not await services.redis.exists(BOOTSTRAP_LOCK):
+            return
         await asyncio.sleep(POLL_S)
