@@ -38,9 +38,9 @@ DAY_MS = 86_400_000
 LATE_DROPPED = Counter(
     "telehub_aggregation_late_dropped_total", "samples too late to correct their window (stored, not aggregated)"
 )
+WINDOWS_WRITTEN = Counter("telehub_aggregation_windows_written_total", "closed window entries written")
 # Entries of WindowAggregator's series cache before it starts again.
 _SERIES_CACHE_MAX = 100_000
-WINDOWS_WRITTEN = Counter("telehub_aggregation_windows_written_total", "closed window entries written")
 
 # name -> (count, sum, min, max): one window's aggregates of one metric.
 MetricAggregate = tuple[int, float, float, float]

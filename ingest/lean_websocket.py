@@ -155,9 +155,10 @@ class LeanWebSocket(asyncio.Protocol):
                 data, self._fragments = b"".join(self._fragments), []
                 self.message(data, self._fragment_binary)
         elif opcode is Opcode.PONG:
-            self._ping_sent_at = None
+            self.pong_received()
 
     def pong_received(self) -> None:
+        """Whichever parser read it: the ping is answered."""
         self._ping_sent_at = None
 
     # Writing.
