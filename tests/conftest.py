@@ -1,4 +1,11 @@
-"""Shared fixtures: one real redis-server (the embedded one) per session, emptied before every test."""
+"""Shared fixtures: one real redis-server (the embedded one) per session, emptied before every test.
+
+With ``TELEHUB_TEST_REDIS=cluster`` the integration part of the suite (every test that uses ``redis_url``)
+runs against a local 3-master Redis Cluster instead (``tests/redis_cluster.py``; ``scripts/test`` runs that
+pass after the first): every key, script and read of telehub must then stay within one hash slot. Tests of
+the embedded, single-node store itself (marked ``single_redis``) and tests that use no Redis are left out of
+that pass, not skipped.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +21,14 @@ from starlette.testclient import TestClient
 from hub.app import create_app
 from hub.config import HubConfig
 from hub.embedded_redis import EmbeddedRedis
+from hub.redis_client import open_sync_client
 from tests.support import HubClient
 
 # tests/secret_scan.py: the session fails if a log line of it (this process's records, the telehub processes'
 # output) holds a key, token or password.
-pytest_plugins = ["tests.secret_scan"]
+pytest_plugins = ["tests.secret_scan", "tests.redis_cluster"]
+
+CLUSTER = os.environ.get("TELEHUB_TEST_REDIS", "") == "cluster"
 
 # A suite started as a background job inherits SIGINT ignored, and so would every process it starts (an ignored
 # signal stays ignored across exec): tests that press Ctrl-C on a CLI through SIGINT would then wait in vain.
@@ -37,13 +47,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: EmbeddedRedis) -> str:
-    return redis_server.url
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """The store every integration test uses: the embedded redis-server, or the local cluster's URL."""
+    if CLUSTER:
+        return str(request.getfixturevalue("redis_cluster_url"))
+    server: EmbeddedRedis = request.getfixturevalue("redis_server")
+    return server.url
 
 
 @pytest.fixture
 def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    """A synchronous client of the test store (a ``RedisCluster`` in the cluster pass)."""
+    client = open_sync_client(redis_url, decode_responses=True)
     yield client
     client.close()
 
@@ -52,9 +67,32 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
 def _empty_redis(request: pytest.FixtureRequest) -> None:
     """Every test that touches Redis starts from an empty database."""
     if "redis_url" in request.fixturenames or "redis_server" in request.fixturenames:
+        if CLUSTER:
+            request.getfixturevalue("redis_cluster").flush()
+            return
         url: str = request.getfixturevalue("redis_url")
         with redis.Redis.from_url(url) as client:
             client.flushdb()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "single_redis: tests the embedded single-node store itself; not run in the cluster pass"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the cluster pass, keep only the tests that use the shared store (and are not about one node)."""
+    if not CLUSTER:
+        return
+    keep: list[pytest.Item] = []
+    left: list[pytest.Item] = []
+    for item in items:
+        uses_store = "redis_url" in getattr(item, "fixturenames", ())
+        (keep if uses_store and item.get_closest_marker("single_redis") is None else left).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = keep
 
 
 @pytest.fixture

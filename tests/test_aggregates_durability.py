@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import msgpack
-import redis
 
 from hub.clock import parse_time_ms
+from hub.redis_client import open_sync_client
 from tests.aggregate_truth import RESOLUTIONS, Windows, assert_same, stored, truth
 from tests.conftest import TIMEOUT
 from tests.processes import ServeProcess, serve
@@ -46,7 +46,7 @@ class TimedDevice(Device):
 
 
 def windows(redis_url: str, org_id: str) -> dict[str, Windows]:
-    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+    with open_sync_client(redis_url, decode_responses=True) as client:
         return {label: stored(client, org_id, "meter-1", label) for label in RESOLUTIONS}
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from hub import keys
 from hub.alerts import scripts, store
@@ -17,6 +16,7 @@ from hub.alerts.rules import AlertRuleStore, RuleCache, evaluated
 from hub.alerts.store import AlertStore, script_keys
 from hub.clock import iso_ms
 from hub.fanout.channels import org_alerts
+from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from ingest.alert_eval import AlertRule, SampleTable, evaluate
 from ingest.frames import Samples
@@ -27,7 +27,7 @@ DAY_MS = 86_400_000
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Any]:
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = open_pool_client(redis_url, decode_responses=True, max_connections=16)
     yield client
     await client.aclose()
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
@@ -19,6 +18,7 @@ from hub.config import HubConfig
 from hub.fanout import limiter
 from hub.fanout.limiter import ConnectionLimiter
 from hub.fanout.service import Fanout
+from hub.redis_client import open_pool_client
 from tests.support import HubClient, bearer
 from tests.test_dashboard_ws import DASHBOARD, ask, next_message
 
@@ -79,7 +79,7 @@ def test_subscriptions_per_connection_are_limited(limited: HubConfig) -> None:
 
 async def test_the_leases_of_a_process_that_died_expire(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limiter, "LEASE_S", 1)
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = open_pool_client(redis_url, decode_responses=False, max_connections=8)
     try:
         dead, alive = ConnectionLimiter(redis, LIMIT), ConnectionLimiter(redis, LIMIT)
         user = Principal(kind="user", id="usr_1", org_id="org_1", role=Role.VIEWER)

@@ -14,10 +14,10 @@ from typing import Any
 import httpx2 as httpx
 import msgpack
 import pytest
-import redis
 import websockets
 
 from hub.embedded_redis import EmbeddedRedis
+from hub.redis_client import open_sync_client
 from ingest import stream_keys
 from tests.conftest import TIMEOUT
 from tests.processes import ServeProcess, serve, telehub_env
@@ -52,7 +52,7 @@ def provision_device(hub: ServeProcess) -> tuple[str, str]:
 
 
 def stored_seqs(redis_url: str, org_id: str) -> list[int]:
-    with redis.Redis.from_url(redis_url) as client:
+    with open_sync_client(redis_url) as client:
         entries = client.xrange(stream_keys.device_frames(org_id, "meter-1"))
     return [int(fields[b"s"]) for _, fields in entries]
 

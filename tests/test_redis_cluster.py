@@ -6,8 +6,6 @@ on one slot, pub/sub, waiting for a free connection rather than failing, and a h
 every master. The local cluster (tests/redis_cluster.py) is checked to survive a master restart.
 """
 
-# ruff: noqa: F811 - the tests take the imported fixtures as arguments
-
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +24,7 @@ from ingest import stream_keys
 from tests.conftest import TIMEOUT
 
 # The session fixtures, imported rather than listed in conftest's pytest_plugins while only this module uses them.
-from tests.redis_cluster import LocalRedisCluster, redis_cluster  # noqa: F401
+from tests.redis_cluster import LocalRedisCluster
 from tests.support import HubClient, bearer
 
 # Keys in three different slots (and, with three masters, most likely on different nodes).

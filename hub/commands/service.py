@@ -198,7 +198,9 @@ class Commands:
         }
         if not await session.deliver(frame):
             return False
-        await self.store.transition(device.org_id, command_id, device.device_id, "sent", now_ms())
+        sent = now_ms()
+        deadline = sent + int(fields["timeout_s"]) * 1000
+        await self.store.transition(device.org_id, command_id, device.device_id, "sent", sent, deadline_ms=deadline)
         return True
 
     async def result(self, device: DeviceIdentity, frame: CommandResultFrame) -> tuple[str, str] | None:

@@ -11,6 +11,13 @@ Keys (all in the organization's hash slot but the deadlines):
 - ``th:cmd-deadlines`` sorted set: ``<org>|<device>|<id>`` scored by the instant the command expires (queued, ``ttl_s``)
   or times out (sent, ``timeout_s``); any process's sweeper ends what is due.
 
+The deadlines are global (one sweep finds every organization's due commands), so on a Redis Cluster they are
+in another slot than the command and no script can write both. They are kept outside the scripts, with the
+rule that a live command (queued or sent) always has its entry: the entry is written in the same round trip
+as the change that sets the deadline, *before* it (``create``, ``sent``: a pipeline, sent in order), and
+removed only *after* a change ended the command. An entry left by a crash in between is harmless: the sweep's
+``due`` change finds the command ended (or not due yet, and puts the entry at the true instant) and settles it.
+
 Every change writes the command as the API shows it to the device's and the organization's commands streams
 (the ``devices/{id}/commands`` channel: ``d`` device, ``p`` JSON) and a ``command.<status>`` event to the
 organization's event log, in the same script as the change: a state shown is a state stored.
@@ -67,39 +74,36 @@ local function publish(status)
 end
 """
 
-# KEYS: hash, device stream, org stream, events, queue, deadlines, device index, org sequence, device record.
-# ARGV: deadline member, now ms, events min id, now ISO, command id, device, command, params JSON, timeout_s,
-# ttl_s, expires_at ISO, the most queued commands a device may have. Returns {the fields, the process holding
-# the device's connection or ''}, or 'no_device' or 'queue_full'.
+# KEYS: hash, device stream, org stream, events, queue, device index, org sequence, device record.
+# ARGV: deadline member (unused), now ms, events min id, now ISO, command id, device, command, params JSON,
+# timeout_s, ttl_s, expires_at ISO, the most queued commands a device may have. Returns {the fields, the process
+# holding the device's connection or ''}, or 'no_device' or 'queue_full'.
 _CREATE = (
     _PUBLISH
     + """
-local node = redis.call('HMGET', KEYS[9], 'id', 'node')
+local node = redis.call('HMGET', KEYS[8], 'id', 'node')
 if not node[1] then return 'no_device' end
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[12]) then return 'queue_full' end
-local score = redis.call('INCR', KEYS[8])
+local score = redis.call('INCR', KEYS[7])
 redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'command', ARGV[7], 'params', ARGV[8],
   'status', 'queued', 'timeout_s', ARGV[9], 'ttl_s', ARGV[10], 'created_ms', ARGV[2], 'created_at', ARGV[4],
   'expires_at', ARGV[11], 'seq', score)
-redis.call('ZADD', KEYS[7], score, ARGV[5])
+redis.call('ZADD', KEYS[6], score, ARGV[5])
 redis.call('ZADD', KEYS[5], score, ARGV[5])
-redis.call('ZADD', KEYS[6], tonumber(ARGV[2]) + tonumber(ARGV[10]) * 1000, ARGV[1])
 return {publish('queued'), node[2] or ''}
 """
 )
 
-# KEYS: hash, device stream, org stream, events, queue, deadlines. ARGV: deadline member, now ms, events min id,
+# KEYS: hash, device stream, org stream, events, queue. ARGV: deadline member (unused), now ms, events min id,
 # now ISO, change (sent | result | cancel | due), then for `result`: device, status, result JSON, error.
-# Returns {1, fields after} when made, {0, what stopped it (the current status, '' if none, other_device)}.
+# Returns {1, fields after} when made, {0, what stopped it (the current status, '' if none, other_device)}; a
+# `due` change for a live command not due yet returns {0, status, the instant it is due (ms)}.
 _TRANSITION = (
     _PUBLISH
     + """
 local now = tonumber(ARGV[2])
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then
-  redis.call('ZREM', KEYS[6], ARGV[1])
-  return {0, ''}
-end
+if not status then return {0, ''} end
 local change = ARGV[5]
 local id = redis.call('HGET', KEYS[1], 'command_id')
 local done
@@ -107,7 +111,6 @@ if change == 'sent' then
   if status ~= 'queued' then return {0, status} end
   redis.call('HSET', KEYS[1], 'status', 'sent', 'sent_ms', ARGV[2], 'sent_at', ARGV[4])
   redis.call('ZREM', KEYS[5], id)
-  redis.call('ZADD', KEYS[6], now + tonumber(redis.call('HGET', KEYS[1], 'timeout_s')) * 1000, ARGV[1])
   return {1, publish('sent')}
 elseif change == 'result' then
   if redis.call('HGET', KEYS[1], 'device_id') ~= ARGV[6] then return {0, 'other_device'} end
@@ -125,24 +128,22 @@ elseif change == 'due' then
   if status == 'queued' then
     local ends = tonumber(redis.call('HGET', KEYS[1], 'created_ms'))
       + tonumber(redis.call('HGET', KEYS[1], 'ttl_s')) * 1000
-    if now < ends then return {0, status} end
+    if now < ends then return {0, status, ends} end
     redis.call('HSET', KEYS[1], 'status', 'expired', 'completed_at', ARGV[4], 'error', 'not sent within ttl_s')
     done = 'expired'
   elseif status == 'sent' then
     local ends = tonumber(redis.call('HGET', KEYS[1], 'sent_ms'))
       + tonumber(redis.call('HGET', KEYS[1], 'timeout_s')) * 1000
-    if now < ends then return {0, status} end
+    if now < ends then return {0, status, ends} end
     redis.call('HSET', KEYS[1], 'status', 'timed_out', 'completed_at', ARGV[4], 'error', 'no result within timeout_s')
     done = 'timed_out'
   else
-    redis.call('ZREM', KEYS[6], ARGV[1])
     return {0, status}
   end
 else
   return redis.error_reply('unknown change ' .. change)
 end
 redis.call('ZREM', KEYS[5], id)
-redis.call('ZREM', KEYS[6], ARGV[1])
 return {1, publish(done)}
 """
 )
@@ -160,19 +161,33 @@ return out
 """
 
 
+def deadline_member(org_id: str, device_id: str, command_id: str) -> str:
+    return f"{org_id}|{device_id}|{command_id}"
+
+
 def _fields(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-class Transition:
-    """What a change did: ``made``, with the command's fields after it; or the status that stopped it."""
+LIVE = frozenset({"queued", "sent"})
 
-    __slots__ = ("fields", "made", "status")
+
+class Transition:
+    """What a change did: ``made``, with the command's fields after it; or the status that stopped it ('' when
+    there is no such command), and for a live command not due yet the instant it is due (``due_ms``)."""
+
+    __slots__ = ("due_ms", "fields", "made", "status")
 
     def __init__(self, reply: list[Any]) -> None:
         self.made = bool(reply[0])
         self.fields: dict[str, str] = _fields(reply[1]) if self.made else {}
         self.status: str = self.fields["status"] if self.made else str(reply[1])
+        self.due_ms: int | None = int(reply[2]) if len(reply) > 2 else None
+
+    @property
+    def ended(self) -> bool:
+        """The command has no deadline any more: it has ended, or is gone."""
+        return self.status not in LIVE and self.status != "other_device"
 
 
 class CommandStore:
@@ -190,11 +205,10 @@ class CommandStore:
             org_commands(org_id),
             stream_keys.org_events(org_id),
             keys.command_queue(org_id, device_id),
-            DEADLINES,
         ]
 
     def _head(self, org_id: str, device_id: str, command_id: str, now: int) -> list[Any]:
-        return [f"{org_id}|{device_id}|{command_id}", now, now - self.events_retention_ms, iso_ms(now)]
+        return [deadline_member(org_id, device_id, command_id), now, now - self.events_retention_ms, iso_ms(now)]
 
     async def create(
         self,
@@ -209,39 +223,66 @@ class CommandStore:
         now: int,
     ) -> tuple[dict[str, str], str]:
         """The command's fields, and the process that holds the device's connection ('' if none)."""
-        reply = await self._create(
-            keys=[
-                *self._keys(org_id, command_id, device_id),
-                keys.device_command_index(org_id, device_id),
-                keys.command_sequence(org_id),
-                keys.device(org_id, device_id),
-            ],
-            args=[
-                *self._head(org_id, device_id, command_id, now),
-                command_id,
-                device_id,
-                command,
-                orjson.dumps(params).decode(),
-                timeout_s,
-                ttl_s,
-                iso_ms(now + ttl_s * 1000),
-                MAX_QUEUED,
-            ],
-        )
-        if reply == "no_device":
-            raise NoDevice(f"no device {device_id}")
+        member = deadline_member(org_id, device_id, command_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(DEADLINES, {member: now + ttl_s * 1000})
+            await self._create(
+                keys=[
+                    *self._keys(org_id, command_id, device_id),
+                    keys.device_command_index(org_id, device_id),
+                    keys.command_sequence(org_id),
+                    keys.device(org_id, device_id),
+                ],
+                args=[
+                    *self._head(org_id, device_id, command_id, now),
+                    command_id,
+                    device_id,
+                    command,
+                    orjson.dumps(params).decode(),
+                    timeout_s,
+                    ttl_s,
+                    iso_ms(now + ttl_s * 1000),
+                    MAX_QUEUED,
+                ],
+                client=pipe,
+            )
+            _, reply = await pipe.execute()
         if not isinstance(reply, list):
+            await self.redis.zrem(DEADLINES, member)
+            if reply == "no_device":
+                raise NoDevice(f"no device {device_id}")
             raise QueueFull(f"device {device_id} has {MAX_QUEUED} commands queued already")
         return _fields(reply[0]), str(reply[1])
 
     async def transition(
-        self, org_id: str, command_id: str, device_id: str, change: str, now: int, *extra: str
+        self,
+        org_id: str,
+        command_id: str,
+        device_id: str,
+        change: str,
+        now: int,
+        *extra: str,
+        deadline_ms: int | None = None,
     ) -> Transition:
-        reply = await self._transition(
-            keys=self._keys(org_id, command_id, device_id),
-            args=[*self._head(org_id, device_id, command_id, now), change, *extra],
-        )
-        return Transition(reply)
+        """Make ``change``, and keep the command's deadline entry true: written before a change that sets a
+        new deadline (``deadline_ms``: ``sent``), removed after one that ended the command, re-scored when a
+        ``due`` change finds it not due yet."""
+        member = deadline_member(org_id, device_id, command_id)
+        script_keys = self._keys(org_id, command_id, device_id)
+        args = [*self._head(org_id, device_id, command_id, now), change, *extra]
+        if deadline_ms is None:
+            reply = await self._transition(keys=script_keys, args=args)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(DEADLINES, {member: deadline_ms})
+                await self._transition(keys=script_keys, args=args, client=pipe)
+                _, reply = await pipe.execute()
+        transition = Transition(reply)
+        if transition.ended:
+            await self.redis.zrem(DEADLINES, member)
+        elif transition.due_ms is not None:
+            await self.redis.zadd(DEADLINES, {member: transition.due_ms})
+        return transition
 
     async def get(self, org_id: str, command_id: str) -> dict[str, str] | None:
         found: dict[str, str] = await self.redis.hgetall(keys.command(org_id, command_id))

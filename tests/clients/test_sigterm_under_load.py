@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-import redis.asyncio as redis
 
 from clients import Backoff, DeviceClient, HubClient
+from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from tests.clients.conftest import (
     ADMIN_EMAIL,
@@ -41,7 +41,7 @@ def fast_backoff() -> Backoff:
 
 
 async def stored(redis_url: str, org_id: str, device_id: str) -> list[int]:
-    async with redis.from_url(redis_url) as store:
+    async with open_pool_client(redis_url, decode_responses=False, max_connections=4) as store:
         entries = await store.xrange(stream_keys.device_frames(org_id, device_id))
     return [int(fields[b"s"]) for _, fields in entries]
 

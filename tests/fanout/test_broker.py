@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from hub.fanout import broker as broker_module
 from hub.fanout.broker import StreamBroker
+from hub.redis_client import open_pool_client
 
 KEY = "th:{org-a}:stream:device:d-1"
 
 
 @pytest.fixture
 async def stream(redis_url: str) -> AsyncIterator[tuple[StreamBroker, list[str]]]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = open_pool_client(redis_url, decode_responses=False, max_connections=8)
     pipe = client.pipeline(transaction=False)
     for n in range(1_234):
         pipe.xadd(KEY, {b"n": str(n).encode()})

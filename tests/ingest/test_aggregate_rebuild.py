@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from aggregation import WindowState
+from hub.redis_client import open_pool_client
 from ingest import codec, stream_keys
 from ingest.aggregate_rebuild import rebuild_device
 from ingest.aggregates import AggregationPolicy, WindowAggregator
@@ -28,7 +29,7 @@ Windows = dict[tuple[str, int], tuple[int, float, float, float]]
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
+    client = open_pool_client(redis_url, decode_responses=False, max_connections=16)
     yield client
     await client.aclose()
 

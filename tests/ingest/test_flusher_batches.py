@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from ingest.batch import IngestBatch
 from ingest.flusher import Flusher, FlushPolicy
@@ -21,7 +22,7 @@ FRAME_BYTES = 20_000
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
+    client = open_pool_client(redis_url, decode_responses=False, max_connections=16)
     yield client
     await client.aclose()
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from ingest.batch import LARGE_FRAME_BYTES, IngestBatch
 from ingest.ports import DeviceIdentity
@@ -19,7 +20,7 @@ ORG = "org_writer"
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
+    client = open_pool_client(redis_url, decode_responses=False, max_connections=16)
     yield client
     await client.aclose()
 

@@ -1,0 +1,100 @@
+"""The global deadline index of commands (``th:cmd-deadlines``), kept outside the scripts (so that on a Redis
+Cluster no script writes two slots): a live command always has its entry at its true deadline, an ended one
+loses it, and what a crash leaves behind is settled by the sweep."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from hub import keys
+from hub.commands.store import DEADLINES, CommandStore, NoDevice, deadline_member
+from hub.redis_client import open_pool_client
+
+ORG, DEVICE = "org_deadlines", "valve-3"
+NOW = 1_795_000_000_000
+TTL_S, TIMEOUT_S = 60, 10
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Any]:
+    client = open_pool_client(redis_url, decode_responses=True, max_connections=8)
+    await client.hset(keys.device(ORG, DEVICE), mapping={"id": DEVICE})
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(redis: Any) -> CommandStore:
+    return CommandStore(redis, events_retention_ms=86_400_000)
+
+
+async def create(store: CommandStore, command_id: str, now: int = NOW) -> dict[str, str]:
+    fields, _node = await store.create(
+        ORG, DEVICE, command_id, command="open", params={"pct": 40}, timeout_s=TIMEOUT_S, ttl_s=TTL_S, now=now
+    )
+    return fields
+
+
+async def deadline(redis: Any, command_id: str) -> float | None:
+    score: float | None = await redis.zscore(DEADLINES, deadline_member(ORG, DEVICE, command_id))
+    return score
+
+
+async def test_a_command_has_its_ttl_then_its_timeout_then_no_deadline(store: CommandStore, redis: Any) -> None:
+    await create(store, "cmd_a")
+    assert await deadline(redis, "cmd_a") == NOW + TTL_S * 1000
+    sent_at = NOW + 500
+    sent = await store.transition(ORG, "cmd_a", DEVICE, "sent", sent_at, deadline_ms=sent_at + TIMEOUT_S * 1000)
+    assert sent.made and sent.status == "sent"
+    assert await deadline(redis, "cmd_a") == sent_at + TIMEOUT_S * 1000
+    done = await store.transition(ORG, "cmd_a", DEVICE, "result", NOW + 900, DEVICE, "completed", '{"ok":1}', "")
+    assert done.made and done.status == "completed"
+    assert await deadline(redis, "cmd_a") is None
+
+
+async def test_cancel_and_expiry_remove_the_entry(store: CommandStore, redis: Any) -> None:
+    await create(store, "cmd_c")
+    await create(store, "cmd_e")
+    assert (await store.transition(ORG, "cmd_c", DEVICE, "cancel", NOW + 1)).status == "canceled"
+    assert await store.due(NOW + TTL_S * 1000) == [(ORG, DEVICE, "cmd_e")]
+    expired = await store.transition(ORG, "cmd_e", DEVICE, "due", NOW + TTL_S * 1000)
+    assert expired.made and expired.status == "expired"
+    assert await redis.zcard(DEADLINES) == 0
+
+
+async def test_a_refused_result_keeps_the_live_commands_deadline(store: CommandStore, redis: Any) -> None:
+    await create(store, "cmd_r")
+    refused = await store.transition(ORG, "cmd_r", DEVICE, "result", NOW + 1, "other-device", "completed", "", "")
+    assert not refused.made and refused.status == "other_device"
+    assert await deadline(redis, "cmd_r") == NOW + TTL_S * 1000
+
+
+async def test_no_entry_is_left_for_a_command_refused_at_creation(store: CommandStore, redis: Any) -> None:
+    with pytest.raises(NoDevice):
+        await store.create(
+            ORG, "no-such-device", "cmd_x", command="open", params=None, timeout_s=TIMEOUT_S, ttl_s=TTL_S, now=NOW
+        )
+    assert await redis.zcard(DEADLINES) == 0
+
+
+async def test_the_sweep_settles_what_a_crash_left(store: CommandStore, redis: Any) -> None:
+    """An entry whose command ended (the process died before removing it) goes at the next sweep; an entry
+    ahead of its command's deadline (written for a change that never ran) is put back at the true instant,
+    and the command is not ended early."""
+    await create(store, "cmd_done")
+    await store.transition(ORG, "cmd_done", DEVICE, "cancel", NOW + 1)
+    await redis.zadd(DEADLINES, {deadline_member(ORG, DEVICE, "cmd_done"): NOW + 2})
+    await create(store, "cmd_early")
+    await redis.zadd(DEADLINES, {deadline_member(ORG, DEVICE, "cmd_early"): NOW + 3})
+
+    sweep_at = NOW + 10
+    for org_id, device_id, command_id in await store.due(sweep_at):
+        await store.transition(org_id, command_id, device_id, "due", sweep_at)
+
+    assert await deadline(redis, "cmd_done") is None
+    assert await deadline(redis, "cmd_early") == NOW + TTL_S * 1000
+    assert (await store.get(ORG, "cmd_early") or {})["status"] == "queued"
+    assert await store.due(sweep_at) == []
