@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ingest.stream_writer import Retention
+
 __all__ = ["ConfigError", "HubConfig", "durations_ms"]
 
 ENV_PREFIX = "TELEHUB_"
@@ -66,6 +68,13 @@ class HubConfig:
 
     # Ingest: how often the batch of received frames is written to Redis (and acked).
     flush_interval_ms: int = 0
+
+    # How long the streams keep entries (one <n>s/m/h/d each), trimmed as entries are added: each device's
+    # frames (history: readings, messages), the organization-wide telemetry stream (live wildcard reads and
+    # webhooks), and the device and organization event logs (presence, device events, commands, alerts).
+    frames_retention: str = "7d"
+    telemetry_retention: str = "1d"
+    events_retention: str = "30d"
 
     # Aggregation in the ingest loop: window widths (comma list of <n>s/<n>m/<n>h; empty turns it off), how
     # long each one's streams keep entries (one <n>s/m/h/d per width), and the window-closing rules.
@@ -138,6 +147,15 @@ class HubConfig:
         return durations_ms(self.aggregate_retention) or ()
 
     @property
+    def retention(self) -> Retention:
+        """How long each stream kind keeps entries, in ms."""
+        frames, telemetry, events = (
+            durations_ms(getattr(self, name))[0]  # type: ignore[index]
+            for name in ("frames_retention", "telemetry_retention", "events_retention")
+        )
+        return Retention(frames_ms=frames, telemetry_ms=telemetry, events_ms=events)
+
+    @property
     def webhook_backoff_ms(self) -> tuple[int, ...]:
         """The wait before each retry of a webhook delivery, in ms."""
         return durations_ms(self.webhook_backoff) or ()
@@ -177,6 +195,13 @@ class HubConfig:
         need(100 <= self.ws_heartbeat_ms <= 600_000, "ws_heartbeat_ms", "must be 100 to 600000")
         need(1024 <= self.max_frame_bytes <= 64 * 1_048_576, "max_frame_bytes", "must be 1024 to 67108864")
         need(0 <= self.flush_interval_ms <= 1000, "flush_interval_ms", "must be 0 to 1000")
+        for name in ("frames_retention", "telemetry_retention", "events_retention"):
+            kept = durations_ms(getattr(self, name))
+            need(
+                kept is not None and len(kept) == 1 and kept[0] >= 60_000,
+                name,
+                f"must be one duration of at least a minute, such as 7d or 12h; got {getattr(self, name)!r}",
+            )
         resolutions = durations_ms(self.aggregate_resolutions)
         retention = durations_ms(self.aggregate_retention)
         need(

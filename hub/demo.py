@@ -20,7 +20,6 @@ from hub.config import HubConfig
 from hub.errors import Conflict
 from hub.registry.devices import DeviceFields
 from hub.services import Services
-from ingest.stream_writer import Retention
 
 __all__ = ["DEMO_DEVICES", "DEMO_KEY", "DEMO_RULE", "Demo", "DemoDevice", "demo_login", "local_url", "prepare_demo"]
 
@@ -109,7 +108,7 @@ async def _demo_device(services: Services, org_id: str, device: DemoDevice) -> D
 
 
 async def _demo_rule(services: Services, org_id: str) -> dict[str, Any]:
-    rules = Alerts(services.redis, events_retention_ms=Retention().events_ms).rules
+    rules = Alerts(services.redis, events_retention_ms=services.config.retention.events_ms).rules
     rule_id = await services.redis.hget(DEMO_KEY, "rule_id")
     if rule_id and (rule := await rules.get(org_id, rule_id)) is not None:
         return rule

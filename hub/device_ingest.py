@@ -29,7 +29,7 @@ from ingest.flusher import Flusher, FlushPolicy
 from ingest.gateway import DeviceGateway, GatewaySettings
 from ingest.limits import FrameLimits
 from ingest.ports import DeviceIdentity
-from ingest.stream_writer import Retention, StreamWriter
+from ingest.stream_writer import StreamWriter
 from ingest.tasks import cancel_and_wait
 
 __all__ = ["DeviceIngest", "DeviceSocket"]
@@ -48,7 +48,7 @@ class DeviceIngest:
         # Frames are bytes: a client that leaves replies undecoded, with its own pool.
         # A write that outlasts the timeout is retried; the store script makes the retry harmless.
         self.frames_redis: Any = open_pool_client(config.redis_url, decode_responses=False, max_connections=32)
-        retention = Retention()
+        retention = config.retention
         self.writer = StreamWriter(self.frames_redis, retention=retention)
         self.aggregation = aggregation_policy(config)
         self.limits = FrameLimits(max_frame_bytes=config.max_frame_bytes)

@@ -9,6 +9,14 @@ import pytest
 
 from hub.cli import build_parser
 from hub.config import CLI_FLAGS, ConfigError, HubConfig
+from hub.device_ingest import DeviceIngest
+from hub.fanout.channels import Source
+from hub.fanout.service import Fanout
+from hub.redis_client import open_redis
+from hub.registry.device_keys import DeviceKeys
+from ingest.stream_writer import DAY_MS, Retention
+
+NOWHERE = "redis://127.0.0.1:9/0"
 
 SECRET = "s" * 40
 
@@ -90,6 +98,9 @@ INVALID: list[tuple[str, Any]] = [
     ("log_level", "verbose"),
     ("secret", "short"),
     ("bootstrap_password", "correct-horse-battery"),
+    ("frames_retention", "7x"),
+    ("telemetry_retention", "30s"),
+    ("events_retention", "1d,2d"),
 ]
 
 
@@ -193,3 +204,19 @@ def test_aggregate_resolutions_and_retention() -> None:
 def test_bad_aggregation_settings_name_the_variable(variable: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         HubConfig.from_env({variable: raw})
+
+
+def test_stream_retention_reaches_the_writer_the_alerts_and_the_dashboards(tmp_path: Path) -> None:
+    assert HubConfig().retention == Retention()
+    config = HubConfig.from_env(
+        {"TELEHUB_FRAMES_RETENTION": "14d", "TELEHUB_TELEMETRY_RETENTION": "6h", "TELEHUB_EVENTS_RETENTION": "90d"},
+        redis_url=NOWHERE,
+    )
+    assert config.retention == Retention(frames_ms=14 * DAY_MS, telemetry_ms=6 * 3_600_000, events_ms=90 * DAY_MS)
+    redis = open_redis(NOWHERE)  # never connected: only the wiring is looked at
+    ingest = DeviceIngest(config, redis, DeviceKeys(redis))
+    assert ingest.writer.retention == config.retention
+    assert ingest.presence.retention == config.retention
+    fanout = Fanout.from_config(config, redis, authenticator=None)  # type: ignore[arg-type]
+    assert fanout.retention_of(Source(kind="telemetry", org_id="o", device_id="d")) == 14 * DAY_MS
+    assert fanout.retention_of(Source(kind="telemetry", org_id="o", device_id=None)) == 6 * 3_600_000

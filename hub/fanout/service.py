@@ -23,7 +23,6 @@ from hub.fanout.ops import OpError, decode_op
 from hub.fanout.registry import Encoding, Hub
 from hub.fanout.session import DashboardSession, Outbox, SessionLimits
 from ingest.aggregates import resolution_label
-from ingest.stream_writer import Retention
 
 __all__ = [
     "AUTH_TIMEOUT_S",
@@ -74,7 +73,7 @@ class Fanout:
     def from_config(cls, config: HubConfig, redis: Any, authenticator: Authenticator) -> Fanout:
         widths = config.aggregate_resolutions_ms
         resolutions = tuple(resolution_label(width) for width in widths)
-        base = Retention()
+        base = config.retention
         retention: dict[str, int] = {
             "frames": base.frames_ms,
             "telemetry": base.telemetry_ms,
