@@ -236,10 +236,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     where = "external Redis" if config.redis_url else "embedded Redis"
     if is_cluster_url(config.redis_url):
-        log.warning(
-            "Redis Cluster support is incomplete: commands and live dashboard subscriptions fail on a cluster "
-            "for now (docs/redis-cluster-plan.md); use one Redis server in production"
-        )
+        where = "Redis Cluster"
     with redis_for(config, serving=True) as config:
         log.info(
             "telehub %s on http://%s:%d with %s (data dir %s), %d worker(s)",

@@ -23,7 +23,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.commands.core import AsyncScript
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, RedisClusterException
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -149,6 +149,25 @@ class TelehubCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.permit():
             return await super().execute_command(*args, **kwargs)
+
+    async def _determine_slot(self, *args: Any) -> int:
+        """The slot of a command; for ``XREAD`` / ``XREADGROUP`` from the keys after ``STREAMS``. redis-py
+        asks a server for those keys (``COMMAND GETKEYS``): a round trip before every stream read."""
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        if name.upper() not in ("XREAD", "XREADGROUP"):
+            return int(await super()._determine_slot(*args))
+        words = [a.decode() if isinstance(a, bytes) else str(a) for a in args]
+        # After XREADGROUP come GROUP <group> <consumer>, which could be named "streams".
+        first = 4 if name.upper() == "XREADGROUP" else 1
+        upper = [w.upper() for w in words[first:]]
+        if "STREAMS" not in upper:
+            return int(await super()._determine_slot(*args))
+        start = first + upper.index("STREAMS") + 1
+        keys = words[start : start + (len(words) - start) // 2]
+        slots = {self.keyslot(key) for key in keys}
+        if len(slots) != 1:
+            raise RedisClusterException(f"{name} - all keys must map to the same key slot")  # type: ignore[no-untyped-call]
+        return slots.pop()
 
     @contextlib.asynccontextmanager
     async def permit(self) -> AsyncIterator[None]:

@@ -141,12 +141,16 @@ class DeviceGateway:
             older.close(CLOSE_REPLACED, "session_replaced")
         self.sessions[device] = session
         CONNECTIONS.inc()
+        session.generation = await self.writer.next_generation(device.org_id, device.device_id)
+        if session.announced_meanwhile > session.generation:  # a newer connection opened meanwhile
+            session.close(CLOSE_REPLACED, "session_replaced")
         await self.announce(
             {
                 "type": "session_opened",
                 "org_id": device.org_id,
                 "device_id": device.device_id,
                 "connection_id": session.connection_id,
+                "generation": session.generation,
             }
         )
         last_seq = await self.writer.last_seq(device.org_id, device.device_id)
@@ -244,7 +248,16 @@ class DeviceGateway:
         if session is None:
             return
         if message.get("type") == "session_opened" and message.get("connection_id") != session.connection_id:
-            session.close(CLOSE_REPLACED, "session_replaced")
+            # Notices can arrive out of order (published over different connections, or through different
+            # nodes of a cluster): only a newer connection replaces this one. A notice without a generation
+            # (from a process of an earlier version) replaces it, as it always did.
+            generation = message.get("generation")
+            if type(generation) is not int:
+                session.close(CLOSE_REPLACED, "session_replaced")
+            elif session.generation is None:
+                session.announced_meanwhile = max(session.announced_meanwhile, generation)
+            elif generation > session.generation:
+                session.close(CLOSE_REPLACED, "session_replaced")
         elif message.get("type") == "device_key_revoked":
             session.close(CLOSE_REVOKED, "revoked")
 

@@ -46,6 +46,10 @@ class DeviceSession:
     def __init__(self, device: DeviceIdentity, send: Send, *, max_in_flight: int, binary: bool) -> None:
         self.device = device
         self.connection_id = secrets.token_hex(8)
+        # Its place among the device's connections over every process: None until the gateway has it from
+        # Redis; the highest generation another connection announced meanwhile.
+        self.generation: int | None = None
+        self.announced_meanwhile = 0
         self._send = send
         self.max_in_flight = max_in_flight
         # Encoding of the latest frame: acks answer in it.

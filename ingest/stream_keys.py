@@ -50,6 +50,12 @@ def org_aggregates(org_id: str, resolution: str) -> str:
     return f"{PREFIX}:{{{org_id}}}:aggregates:{resolution}"
 
 
+def connection_generations(org_id: str) -> str:
+    """Hash: device id -> how many connections it has opened (over every process): orders the connections of
+    one device, so a late notice from an older one never closes a newer one."""
+    return f"{PREFIX}:{{{org_id}}}:conngen"
+
+
 def last_seqs(org_id: str) -> str:
     """Hash: device id -> the highest seq stored for it, written in the same script as its frames."""
     return f"{PREFIX}:{{{org_id}}}:lastseq"

@@ -235,6 +235,10 @@ class StreamWriter:
                 befores[device_id] = int(last)
         return result
 
+    async def next_generation(self, org_id: str, device_id: str) -> int:
+        """Count a new connection of the device and return its number (1, 2, ...; over every process)."""
+        return int(await self.redis.hincrby(stream_keys.connection_generations(org_id), device_id, 1))
+
     async def last_seq(self, org_id: str, device_id: str) -> int:
         """The highest seq stored for the device (0 if none): what its ``hello`` frame reports."""
         value = await self.redis.hget(stream_keys.last_seqs(org_id), device_id)

@@ -182,6 +182,28 @@ async def test_a_second_connection_replaces_the_first_with_4003(hub: LiveHub) ->
             assert await next_frame(second) == {"type": "ack", "seq": 1}
 
 
+async def test_a_late_notice_from_an_older_connection_closes_nothing(hub: LiveHub) -> None:
+    """Connection notices cross processes over pub/sub and may arrive out of order (different publishing
+    connections; different nodes of a cluster). The notice of the device's earlier connection, arriving after
+    its newer one opened, must not close the newer one; a notice of a newer connection still does."""
+    key = await hub.device_key()
+    gateway = hub.app.state.device_ingest.gateway
+    async with hub.connect(key) as first:
+        await next_frame(first)
+    async with hub.connect(key) as current:
+        await next_frame(current)
+        [session] = gateway.sessions.values()
+        assert session.generation == 2
+        stale = {"type": "session_opened", "org_id": hub.org_id, "device_id": "meter-1", "connection_id": "old"}
+        gateway.on_control({**stale, "generation": 1})
+        await current.send(telemetry(1))
+        assert await next_frame(current) == {"type": "ack", "seq": 1}
+        gateway.on_control({**stale, "generation": 3})
+        with pytest.raises(ConnectionClosed) as closed:
+            await next_frame(current)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4003
+
+
 async def test_many_frames_in_one_burst_are_all_stored_in_order_and_acked(hub: LiveHub) -> None:
     key = await hub.device_key()
     total = 3000  # more than a connection may have in flight: reading pauses and resumes

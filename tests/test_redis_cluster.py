@@ -22,8 +22,6 @@ from hub.config import ConfigError, HubConfig
 from hub.redis_client import TelehubCluster, open_pool_client, open_redis, open_sync_client, parse_cluster_url
 from ingest import stream_keys
 from tests.conftest import TIMEOUT
-
-# The session fixtures, imported rather than listed in conftest's pytest_plugins while only this module uses them.
 from tests.redis_cluster import LocalRedisCluster
 from tests.support import HubClient, bearer
 
@@ -94,6 +92,32 @@ async def test_a_watched_transaction_on_one_slot_works_and_one_over_two_slots_is
                 await pipe.execute()
         with pytest.raises(RedisClusterException, match="same key slot"):
             await redis.xread({A: "0-0", B: "0-0"}, block=10)
+    finally:
+        await redis.aclose()
+
+
+async def test_stream_reads_find_their_slot_without_asking_a_server(cluster_url: str) -> None:
+    """redis-py would send ``COMMAND GETKEYS`` before every XREAD / XREADGROUP (a round trip each): the hub's
+    client reads the keys after STREAMS itself, and still refuses a read over two slots."""
+    redis = open_redis(cluster_url)
+    try:
+        await redis.xadd("th:{a}:s1", {"n": "1"})
+        await redis.xadd("th:{a}:s2", {"n": "2"})
+        await redis.xgroup_create("th:{a}:s1", "streams", id="0")
+
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"asked a server for the keys of {args}")
+
+        redis.commands_parser.get_keys = refuse
+        read = await redis.xread({"th:{a}:s1": "0", "th:{a}:s2": "0"}, count=10)
+        assert sorted((stream, [f for _, f in entries]) for stream, entries in read) == [
+            ("th:{a}:s1", [{"n": "1"}]),
+            ("th:{a}:s2", [{"n": "2"}]),
+        ]
+        grouped = await redis.xreadgroup("streams", "streams", {"th:{a}:s1": ">"}, count=10)
+        assert [f for _, entries in grouped for _, f in entries] == [{"n": "1"}]
+        with pytest.raises(RedisClusterException, match="same key slot"):
+            await redis.xread({A: "0", B: "0"})
     finally:
         await redis.aclose()
 

@@ -19,6 +19,7 @@ import secrets
 import time
 from typing import Any
 
+from hub import slot_reads
 from hub.fanout.channels import Source
 from ingest.stream_keys import PREFIX
 
@@ -124,3 +125,12 @@ class StreamBroker:
         """New entries after each key's position, waiting up to ``block_ms`` for the first one."""
         replies = await self.redis.xread(positions, count=count, block=block_ms)
         return [(key.decode(), _entries(entries)) for key, entries in replies or ()]
+
+    async def poll(
+        self, groups: list[dict[str, str]], *, count: int
+    ) -> tuple[list[tuple[str, list[Entry]]], Exception | None]:
+        """New entries after each key's position, without waiting: one ``XREAD`` per group (the keys of one
+        hash slot of a cluster), all in one pipeline. Also the first group's error, if any: the entries of the
+        groups that answered are returned all the same, for the caller to deliver before raising it."""
+        found = await slot_reads.read_each_slot(self.redis, groups, ("XREAD", "COUNT", count))
+        return [(key.decode(), _entries(entries)) for key, entries in found.streams], found.error

@@ -9,6 +9,13 @@ until its deliveries are queued (``XACK`` after ``enqueue``: at-least-once). A p
 first reads the pending entries its predecessor left (``XREADGROUP`` from ``0``), then new ones; ids derived
 from the entries make the deliveries it queues again the same ones, which the queue refuses twice.
 Telemetry entries stay pending until their second's ``data.received`` is queued.
+
+On a Redis Cluster each organization's streams are in its slot (``{org_id}``) and one command reads one slot
+(``hub.slot_reads``): a process holding the leases of several organizations reads each slot with an
+``XREADGROUP`` of its own, all in one pipeline, without blocking (a blocking read per organization would
+hold a connection each), and waits ``POLL_S`` after a round that found nothing. Entries a round read are
+matched and acknowledged even when another slot's read failed, as they are pending already. While the
+streams read are in one slot (and always on a single Redis) it is one blocking read, as it always was.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from hub import keys
+from hub import keys, slot_reads
 from hub.clock import now_ms
 from hub.webhooks.events import (
     Event,
@@ -49,6 +56,10 @@ READ_COUNT = 500
 BLOCK_MS = 500
 RETRY_S = 1.0
 HISTORY = "0-0"
+# On a cluster, reading several slots: the wait after a round that found nothing. A new entry waits at most
+# this long (webhooks are delivered over HTTP, with retries in seconds), and an idle process costs 1 / POLL_S
+# pipelined rounds a second (one XREADGROUP per organization it reads).
+POLL_S = 0.05
 
 # KEYS: lease, webhook index. ARGV: this process, ttl ms. 1 held, 0 another holds it, -1 no webhooks left.
 _LEASE = """
@@ -86,6 +97,7 @@ class EventMatcher:
         self.readers: dict[str, OrgReader] = {}
         self.wake = asyncio.Event()
         self.running = True
+        self._cluster = slot_reads.is_cluster(redis)
         self._lease = redis.register_script(_LEASE)
         self._release = redis.register_script(_RELEASE)
 
@@ -95,7 +107,7 @@ class EventMatcher:
         while self.running:
             try:
                 await self.refresh_leases()
-            except (RedisError, OSError) as exc:
+            except slot_reads.REDIS_ERRORS as exc:
                 log.warning("webhooks: leases: %s; retrying", exc)
             except Exception:
                 log.exception("webhooks: leases failed")
@@ -155,7 +167,7 @@ class EventMatcher:
                     continue
                 log.warning("webhooks: matcher: %s; retrying", exc)
                 await asyncio.sleep(RETRY_S)
-            except (RedisError, OSError) as exc:
+            except slot_reads.REDIS_ERRORS as exc:
                 log.warning("webhooks: matcher: %s; retrying", exc)
                 await asyncio.sleep(RETRY_S)
             except Exception:
@@ -172,9 +184,16 @@ class EventMatcher:
         streams = {stream: pos for r in readers for stream, pos in r.positions.items()}
         owner = {stream: r for r in readers for stream in r.positions}
         history = any(pos != ">" for pos in streams.values())
-        reply = await self.redis.xreadgroup(
-            GROUP, CONSUMER, streams, count=READ_COUNT, block=None if history else BLOCK_MS
-        )
+        groups = slot_reads.by_slot(streams) if self._cluster else [streams]
+        error: Exception | None = None
+        if len(groups) <= 1:
+            reply = await self.redis.xreadgroup(
+                GROUP, CONSUMER, streams, count=READ_COUNT, block=None if history else BLOCK_MS
+            )
+        else:
+            command = ("XREADGROUP", "GROUP", GROUP, CONSUMER, "COUNT", READ_COUNT)
+            found = await slot_reads.read_each_slot(self.redis, groups, command)
+            reply, error = found.streams, found.error
         batches: dict[str, list[tuple[str, str, dict[bytes, bytes]]]] = defaultdict(list)
         for raw_stream, entries in reply or []:
             stream = _text(raw_stream)
@@ -184,6 +203,10 @@ class EventMatcher:
             batches[reader.org_id] += [(stream, _text(entry_id), fields or {}) for entry_id, fields in entries]
         for reader in readers:
             await self._match(reader, batches.get(reader.org_id, []))
+        if error is not None:
+            raise error
+        if len(groups) > 1 and not history and not reply:
+            await asyncio.sleep(POLL_S)
 
     async def _match(self, reader: OrgReader, entries: list[tuple[str, str, dict[bytes, bytes]]]) -> None:
         coalescer = reader.coalescer
