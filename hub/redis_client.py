@@ -21,9 +21,10 @@ import redis.cluster as sync_cluster
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.connection import SSLConnection, parse_url
+from redis.asyncio.connection import Connection, SSLConnection, parse_url
 from redis.commands.core import AsyncScript
 from redis.exceptions import MaxConnectionsError, RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -124,6 +125,32 @@ def open_pool_client(url: str, *, decode_responses: bool, max_connections: int) 
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
+class _CancellableSend(Connection):
+    """A connection whose write timeout is ``asyncio.timeout`` rather than redis-py's ``asyncio.wait_for``:
+    Python 3.11's ``wait_for`` drops a cancellation that arrives as the write completes, and on a cluster most
+    cancels of a task looping on commands landed there (measured: 250 of 300 first cancels swallowed), so a
+    service loop did not stop at shutdown."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        timeout = self.socket_timeout
+        if not timeout:
+            await super().send_packed_command(command, check_health)
+            return
+        self.socket_timeout = None  # the write below is bounded by asyncio.timeout instead
+        try:
+            async with asyncio.timeout(timeout):
+                await super().send_packed_command(command, check_health)
+        except TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        finally:
+            self.socket_timeout = timeout
+
+
+class _CancellableSSLSend(_CancellableSend, SSLConnection):
+    pass
+
+
 class TelehubCluster(RedisCluster):
     """redis-py's asyncio ``RedisCluster`` with what the stores use of a one-server client.
 
@@ -139,6 +166,10 @@ class TelehubCluster(RedisCluster):
 
     def __init__(self, *, node_options: dict[str, Any], max_connections: int, **kwargs: Any) -> None:
         super().__init__(max_connections=max_connections, **kwargs)
+        connection_class = _CancellableSSLSend if kwargs.get("ssl") else _CancellableSend
+        self.nodes_manager.connection_kwargs["connection_class"] = connection_class
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = connection_class
         self.script_bodies: dict[str, bytes | str] = {}
         self._node_options = node_options
         # redis-py raises MaxConnectionsError when a node's connections are all busy; callers wait here instead
@@ -171,8 +202,11 @@ class TelehubCluster(RedisCluster):
 
     @contextlib.asynccontextmanager
     async def permit(self) -> AsyncIterator[None]:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that arrives as the
+        # permit is granted, and a task looping on commands would then not stop when cancelled.
         try:
-            await asyncio.wait_for(self._permits.acquire(), SOCKET_TIMEOUT_S)
+            async with asyncio.timeout(SOCKET_TIMEOUT_S):
+                await self._permits.acquire()
         except TimeoutError:
             raise MaxConnectionsError("no Redis connection became free in time") from None
         try:

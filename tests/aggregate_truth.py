@@ -36,8 +36,15 @@ def entries(client: redis.Redis, key: str) -> list[dict[str, Any]]:
     return _parsed(client.xrange(key))
 
 
-def _parsed(raw: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
-    return [{**fields, "p": orjson.loads(fields["p"])} for _, fields in raw]
+def _parsed(raw: list[Any]) -> list[dict[str, Any]]:
+    """Entries with their payload parsed. A transaction of redis-py's cluster client returns XRANGE replies
+    raw (fields as a flat list), a one-server client's as dicts: both are read."""
+    parsed = []
+    for _, fields in raw:
+        if isinstance(fields, list):
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        parsed.append({**fields, "p": orjson.loads(fields["p"])})
+    return parsed
 
 
 def stored(client: redis.Redis, org_id: str, device_id: str, label: str) -> Windows:

@@ -18,6 +18,7 @@ import redis
 
 from hub import embedded_redis, keys
 from hub.embedded_redis import EmbeddedRedis, redis_server_binary
+from hub.redis_client import open_sync_client
 from tests.conftest import TIMEOUT
 from tests.processes import (
     START_TIMEOUT,
@@ -183,7 +184,7 @@ def test_serve_with_redis_url_uses_it_and_leaves_it_running(
         assert hub.stop(signal.SIGTERM) == 0, hub.output()
         wait_for(lambda: not hub.survivors(), timeout=5 * TIMEOUT, message=f"left running: {hub.survivors()}")
     assert is_running(redis_server.pid)
-    with redis.Redis.from_url(redis_url) as client:
+    with open_sync_client(redis_url) as client:
         assert client.ping()
 
 
