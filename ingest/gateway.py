@@ -37,6 +37,8 @@ SUBPROTOCOL = "telehub.v1"
 CLOSE_REVOKED = 4001
 CLOSE_REPLACED = 4003
 CLOSE_RESTART = 1012
+# At shutdown, how long the devices have to answer the 1012 close frame before the process exits.
+CLOSE_HANDSHAKE_S = 2.0
 UNAUTHENTICATED = "send Authorization: Bearer <device key>"
 SHUTTING_DOWN = "the server is shutting down; reconnect shortly"
 
@@ -279,6 +281,14 @@ class DeviceGateway:
                 task.cancel()
         # Let the receive loops run on: they see the close and end, so the server can finish.
         self._reading.set()
+        # Then wait for each closing handshake to end (the device's own close frame read). A process that
+        # exits with a device's frames still unread resets the connection, and a reset can discard the 1012
+        # before the device has read it.
+        ends = [asyncio.create_task(s.ended.wait()) for s in sessions]
+        if ends:
+            await asyncio.wait(ends, timeout=CLOSE_HANDSHAKE_S)
+            for task in ends:
+                task.cancel()
 
 
 def _kind(frame: TelemetryFrame | EventFrame | CommandResultFrame) -> bytes:

@@ -65,6 +65,8 @@ class DeviceSession:
         self._wake = Flag()
         self._room = Flag(initially=True)
         self.closed = Flag()
+        # The connection has ended (after the closing handshake, or however else it ended).
+        self.ended = Flag()
         self._writer: asyncio.Task[None] | None = None
 
     def start(self, last_seq: int, server_time: int) -> None:
@@ -140,6 +142,7 @@ class DeviceSession:
 
     async def finish(self) -> None:
         """After the connection ended: stop the writer."""
+        self.ended.set()
         self.closed.set()
         self._room.set()
         if self._writer is not None:
