@@ -79,6 +79,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "single_redis: tests the embedded single-node store itself; not run in the cluster pass"
     )
+    if CLUSTER:
+        # redis-py's asyncio cluster client leaks one connection per topology reload (docs/redis-cluster-plan.md,
+        # gap 12): the garbage collector then reports an unclosed socket, transport or ClusterNode in whichever
+        # test it runs. The first pass, on one server, still fails on any unclosed resource.
+        for unraisable in ("<socket.socket", "<function _SelectorTransport.__del__", "<function ClusterNode.__del__"):
+            config.addinivalue_line(
+                "filterwarnings", f"ignore:Exception ignored in. {unraisable}:pytest.PytestUnraisableExceptionWarning"
+            )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
