@@ -87,8 +87,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "Checked in every run before anything is reported: every 202 says `queued`; every command was read by its "
         "device once; REST shows every idle command `completed` with the device's result; the dashboard was sent "
-        "every command's `queued` and `completed` changes and at most one `sent` (a device may answer before its "
-        "command is marked `sent`: the result then ends it from `queued`).",
+        "every command's `queued`, `sent` and `completed` changes, each once (a device may answer before its "
+        "command is marked `sent`: the result then shows `sent` before it ends the command).",
         "",
         "Every run:",
         "",

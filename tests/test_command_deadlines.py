@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
 from hub import keys
 from hub.commands.store import DEADLINES, CommandStore, NoDevice, deadline_member
+from hub.fanout.channels import device_commands
 from hub.redis_client import open_pool_client
+from ingest import stream_keys
 
 ORG, DEVICE = "org_deadlines", "valve-3"
 NOW = 1_795_000_000_000
@@ -70,6 +73,21 @@ async def test_a_refused_result_keeps_the_live_commands_deadline(store: CommandS
     refused = await store.transition(ORG, "cmd_r", DEVICE, "result", NOW + 1, "other-device", "completed", "", "")
     assert not refused.made and refused.status == "other_device"
     assert await deadline(redis, "cmd_r") == NOW + TTL_S * 1000
+
+
+async def test_a_result_before_the_sent_mark_still_shows_sent_then_completed(store: CommandStore, redis: Any) -> None:
+    """The device may answer before the hub has marked the command sent (the mark follows the write): what
+    dashboards and webhooks see is still queued, sent, completed, and the late mark changes nothing."""
+    await create(store, "cmd_q")
+    done = await store.transition(ORG, "cmd_q", DEVICE, "result", NOW + 5, DEVICE, "completed", '"ok"', "")
+    assert done.made and done.status == "completed" and done.fields["sent_at"]
+    late = await store.transition(ORG, "cmd_q", DEVICE, "sent", NOW + 6, deadline_ms=NOW + 6 + TIMEOUT_S * 1000)
+    assert not late.made and late.status == "completed"
+    shown = [orjson.loads(fields["p"])["status"] for _, fields in await redis.xrange(device_commands(ORG, DEVICE))]
+    assert shown == ["queued", "sent", "completed"]
+    events = [fields["e"] for _, fields in await redis.xrange(stream_keys.org_events(ORG))]
+    assert events == ["command.queued", "command.sent", "command.completed"]
+    assert await redis.zcard(DEADLINES) == 0
 
 
 async def test_no_entry_is_left_for_a_command_refused_at_creation(store: CommandStore, redis: Any) -> None:

@@ -115,7 +115,10 @@ if change == 'sent' then
 elseif change == 'result' then
   if redis.call('HGET', KEYS[1], 'device_id') ~= ARGV[6] then return {0, 'other_device'} end
   if status ~= 'queued' and status ~= 'sent' then return {0, status} end
-  if status == 'queued' then redis.call('HSET', KEYS[1], 'sent_ms', ARGV[2], 'sent_at', ARGV[4]) end
+  if status == 'queued' then
+    redis.call('HSET', KEYS[1], 'status', 'sent', 'sent_ms', ARGV[2], 'sent_at', ARGV[4])
+    publish('sent')
+  end
   redis.call('HSET', KEYS[1], 'status', ARGV[7], 'completed_at', ARGV[4])
   if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[8]) end
   if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[9]) end
