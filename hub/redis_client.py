@@ -19,11 +19,11 @@ from urllib.parse import urlsplit
 import redis as sync_redis
 import redis.cluster as sync_cluster
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, parse_url
 from redis.commands.core import AsyncScript
-from redis.exceptions import MaxConnectionsError, RedisClusterException
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = [
@@ -122,7 +122,47 @@ def open_pool_client(url: str, *, decode_responses: bool, max_connections: int) 
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         socket_timeout=SOCKET_TIMEOUT_S,
     )
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+    return _OneServer.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+class _OneServer(Redis):
+    """redis-py's client, with pipelines that call scripts without asking first (``_ScriptPipeline``)."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any | None = None) -> Pipeline:
+        return _ScriptPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class _ScriptPipeline(Pipeline):
+    """A pipeline (not a transaction) whose registered scripts go as ``EVALSHA`` at once. redis-py asks the
+    server ``SCRIPT EXISTS`` before every pipeline that calls a script: one more round trip for each flush of
+    the ingest loop and each command change. A script the server lacks (it restarted, or its scripts were
+    flushed) answers ``NOSCRIPT`` and ran nothing; that call alone is sent again as ``EVAL`` (which also
+    loads it), after the rest of the pipeline, whose other commands ran as queued."""
+
+    async def load_scripts(self) -> None:
+        if self.is_transaction or self.explicit_transaction:
+            await super().load_scripts()  # type: ignore[no-untyped-call]
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.is_transaction or self.explicit_transaction or not self.scripts:
+            return await super().execute(raise_on_error)
+        stack = list(self.command_stack)
+        bodies = {script.sha: script.script for script in self.scripts}
+        replies: list[Any] = await super().execute(raise_on_error=False)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                args, options = stack[index]
+                body = bodies.get(str(args[1]))
+                if body is None:
+                    continue
+                again = Redis(connection_pool=self.connection_pool)
+                try:
+                    replies[index] = await again.execute_command("EVAL", body, *args[2:], **options)  # type: ignore[no-untyped-call]
+                except ResponseError as exc:  # the script's own error: the reply, as in a pipeline
+                    replies[index] = exc
+        if raise_on_error:
+            self.raise_first_error(stack, replies)
+        return replies
 
 
 class _CancellableSend(Connection):
