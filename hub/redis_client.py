@@ -26,6 +26,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import MaxConnectionsError, NoScriptError, RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from hub import cluster_node_release
+
 __all__ = [
     "CLUSTER_SCHEMES",
     "SOCKET_TIMEOUT_S",
@@ -326,6 +328,7 @@ class _ScriptingPipeline(ClusterPipeline):
 
 
 def _open_cluster(url: str, *, decode_responses: bool, max_connections: int) -> TelehubCluster:
+    cluster_node_release.install()
     parsed = parse_cluster_url(url)
     options = {k: v for k, v in parsed.options.items() if k not in ("decode_responses", "max_connections")}
     options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)

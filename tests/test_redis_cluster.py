@@ -149,6 +149,28 @@ async def test_callers_wait_for_a_free_connection_rather_than_fail(cluster_url: 
         await redis.aclose()
 
 
+async def test_commands_cancelled_while_connecting_or_writing_give_their_connection_back(cluster_url: str) -> None:
+    """redis-py 7.4 kept a node's connection for good when a command failed or was cancelled before its reply
+    was read (hub/cluster_node_release.py): with 2 connections a node, the third such cancel made every later
+    command to it fail with MaxConnectionsError."""
+    redis = open_pool_client(cluster_url, decode_responses=False, max_connections=2)
+    try:
+        await redis.set(A, b"1")
+        for _ in range(10):
+            for pending in (redis.get(A), redis.pipeline(transaction=False).get(A).get(A).execute()):
+                for node in redis.get_nodes():
+                    await node.disconnect()  # so the command below opens its connection again
+                task = asyncio.ensure_future(pending)
+                await asyncio.sleep(0)  # it runs up to its first wait: opening the connection
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        assert await asyncio.wait_for(redis.get(A), TIMEOUT) == b"1"
+        assert await asyncio.wait_for(redis.pipeline(transaction=False).get(A).execute(), TIMEOUT) == [b"1"]
+    finally:
+        await redis.aclose()
+
+
 def test_the_sync_client_reaches_every_master(cluster_url: str) -> None:
     with open_sync_client(cluster_url, decode_responses=True) as client:
         for key in (A, B, C):
