@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         f"  {'':<16} against the broadcast floor, Mosquitto, NATS and python-socketio (its own --help)\n"
         f"  {'commands':<16} REST to device to result: round trip on an idle hub, commands/s at saturation "
         "(its own --help)\n"
+        f"  {'scaling':<16} ingest-rows and fanout at 1, 2 and 4 hub processes (--workers), on one Redis and on a\n"
+        f"  {'':<16} local 3-master Redis Cluster: the scaling curve and the ratio to 1 process (its own --help)\n"
         f"  {'all':<16} every workload above, three runs each, about {_suite_minutes()} minutes (its own --help)\n"
         f"  {'profile':<16} py-spy profiles of the hub on ingest-rows, ingest-columns and fanout (its own --help)\n"
         f"  {'budgets':<16} the latest results against ARCHITECTURE.md's budgets, as a Markdown table\n"
@@ -71,6 +73,7 @@ IN_PROCESS = {
     "profile": "benchmarks.profile",
     "budgets": "benchmarks.budgets",
     "soak": "benchmarks.soak",
+    "scaling": "benchmarks.scaling",
 }
 
 
