@@ -33,7 +33,9 @@ def test_the_plan_covers_every_workload_of_benchmarks_md_once() -> None:
     from benchmarks.__main__ import IN_PROCESS
     from benchmarks.workloads import WORKLOADS
 
-    every = set(WORKLOADS) | set(IN_PROCESS) - {"all", "profile", "budgets", "soak"}
+    # Not BENCHMARKS.md workloads: the suite itself, tools, the 30-minute soak, and issue 11's scaling curve
+    # (12 hub starts; run on its own: python -m benchmarks scaling).
+    every = set(WORKLOADS) | set(IN_PROCESS) - {"all", "profile", "budgets", "soak", "scaling"}
     assert sorted(step.workload for step in PLAN if not step.label) == sorted(every)
     assert len({step.name for step in PLAN}) == len(PLAN)
     # Three measured runs each: medians with min-max, as BENCHMARKS.md asks.
