@@ -26,7 +26,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import MaxConnectionsError, NoScriptError, RedisClusterException, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hub import cluster_node_release
+from hub import cluster_backports
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -328,7 +328,7 @@ class _ScriptingPipeline(ClusterPipeline):
 
 
 def _open_cluster(url: str, *, decode_responses: bool, max_connections: int) -> TelehubCluster:
-    cluster_node_release.install()
+    cluster_backports.install()
     parsed = parse_cluster_url(url)
     options = {k: v for k, v in parsed.options.items() if k not in ("decode_responses", "max_connections")}
     options.setdefault("socket_timeout", SOCKET_TIMEOUT_S)

@@ -151,7 +151,7 @@ async def test_callers_wait_for_a_free_connection_rather_than_fail(cluster_url: 
 
 async def test_commands_cancelled_while_connecting_or_writing_give_their_connection_back(cluster_url: str) -> None:
     """redis-py 7.4 kept a node's connection for good when a command failed or was cancelled before its reply
-    was read (hub/cluster_node_release.py): with 2 connections a node, the third such cancel made every later
+    was read (hub/cluster_backports.py): with 2 connections a node, the third such cancel made every later
     command to it fail with MaxConnectionsError."""
     redis = open_pool_client(cluster_url, decode_responses=False, max_connections=2)
     try:
@@ -169,6 +169,25 @@ async def test_commands_cancelled_while_connecting_or_writing_give_their_connect
         assert await asyncio.wait_for(redis.pipeline(transaction=False).get(A).execute(), TIMEOUT) == [b"1"]
     finally:
         await redis.aclose()
+
+
+async def test_after_topology_reloads_commands_use_the_nodes_that_aclose_closes(cluster_url: str) -> None:
+    """redis-py 7.4 routed slots to a fresh ClusterNode on every reload while keeping the old one in its node
+    list (hub/cluster_backports.py): commands opened connections that ``aclose`` never closed."""
+    redis = open_pool_client(cluster_url, decode_responses=False, max_connections=4)
+    routed: set[Any] = set()
+    try:
+        await redis.initialize()
+        for _ in range(3):
+            await redis.nodes_manager.initialize()  # what a MOVED, a failover or a lost connection triggers
+            await asyncio.gather(*(redis.set(key, b"1") for key in (A, B, C)))
+            routed.update(redis.get_node_from_key(key) for key in (A, B, C))
+        known = redis.get_nodes()
+        assert all(any(node is k for k in known) for node in routed)
+    finally:
+        await redis.aclose()
+    still_open = [c for node in routed for c in node._connections if c.is_connected]
+    assert still_open == []
 
 
 def test_the_sync_client_reaches_every_master(cluster_url: str) -> None:
