@@ -1,6 +1,6 @@
 """The global deadline index of commands (``th:cmd-deadlines``), kept outside the scripts (so that on a Redis
 Cluster no script writes two slots): a live command always has its entry at its true deadline, an ended one
-loses it, and what a crash leaves behind is settled by the sweep."""
+loses it at the next sweep (never found due), and what a crash leaves behind is settled by the sweep."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ingest import stream_keys
 ORG, DEVICE = "org_deadlines", "valve-3"
 NOW = 1_795_000_000_000
 TTL_S, TIMEOUT_S = 60, 10
+LATER = NOW + 10**9
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ async def test_a_command_has_its_ttl_then_its_timeout_then_no_deadline(store: Co
     assert await deadline(redis, "cmd_a") == sent_at + TIMEOUT_S * 1000
     done = await store.transition(ORG, "cmd_a", DEVICE, "result", NOW + 900, DEVICE, "completed", '{"ok":1}', "")
     assert done.made and done.status == "completed"
+    assert await store.due(LATER) == []
     assert await deadline(redis, "cmd_a") is None
 
 
@@ -65,6 +67,22 @@ async def test_cancel_and_expiry_remove_the_entry(store: CommandStore, redis: An
     assert await store.due(NOW + TTL_S * 1000) == [(ORG, DEVICE, "cmd_e")]
     expired = await store.transition(ORG, "cmd_e", DEVICE, "due", NOW + TTL_S * 1000)
     assert expired.made and expired.status == "expired"
+    assert await store.due(LATER) == []
+    assert await redis.zcard(DEADLINES) == 0
+
+
+async def test_a_command_that_ended_is_not_found_due_after_its_deadline(store: CommandStore, redis: Any) -> None:
+    """The entry of a command that ended goes with the sweep's next read, ahead of it: a result that came
+    just before the timeout never turns into a timed_out."""
+    await create(store, "cmd_t")
+    await store.transition(ORG, "cmd_t", DEVICE, "sent", NOW + 1, deadline_ms=NOW + 1 + TIMEOUT_S * 1000)
+    await store.transition(ORG, "cmd_t", DEVICE, "result", NOW + TIMEOUT_S * 1000, DEVICE, "completed", "1", "")
+    assert await store.due(NOW + 2 * TIMEOUT_S * 1000) == []
+    assert (await store.get(ORG, "cmd_t") or {})["status"] == "completed"
+    assert await deadline(redis, "cmd_t") is None
+    await create(store, "cmd_s")  # and an ended command whose process stops goes at its shutdown
+    await store.transition(ORG, "cmd_s", DEVICE, "cancel", NOW + 2)
+    await store.settle()
     assert await redis.zcard(DEADLINES) == 0
 
 
@@ -87,6 +105,7 @@ async def test_a_result_before_the_sent_mark_still_shows_sent_then_completed(sto
     assert shown == ["queued", "sent", "completed"]
     events = [fields["e"] for _, fields in await redis.xrange(stream_keys.org_events(ORG))]
     assert events == ["command.queued", "command.sent", "command.completed"]
+    assert await store.due(LATER) == []
     assert await redis.zcard(DEADLINES) == 0
 
 
@@ -102,8 +121,9 @@ async def test_the_sweep_settles_what_a_crash_left(store: CommandStore, redis: A
     """An entry whose command ended (the process died before removing it) goes at the next sweep; an entry
     ahead of its command's deadline (written for a change that never ran) is put back at the true instant,
     and the command is not ended early."""
-    await create(store, "cmd_done")
-    await store.transition(ORG, "cmd_done", DEVICE, "cancel", NOW + 1)
+    crashed = CommandStore(redis, events_retention_ms=86_400_000)
+    await create(crashed, "cmd_done")
+    await crashed.transition(ORG, "cmd_done", DEVICE, "cancel", NOW + 1)  # its entry was to go at its next sweep
     await redis.zadd(DEADLINES, {deadline_member(ORG, DEVICE, "cmd_done"): NOW + 2})
     await create(store, "cmd_early")
     await redis.zadd(DEADLINES, {deadline_member(ORG, DEVICE, "cmd_early"): NOW + 3})
@@ -112,7 +132,7 @@ async def test_the_sweep_settles_what_a_crash_left(store: CommandStore, redis: A
     for org_id, device_id, command_id in await store.due(sweep_at):
         await store.transition(org_id, command_id, device_id, "due", sweep_at)
 
+    assert await store.due(sweep_at) == []  # the next sweep
     assert await deadline(redis, "cmd_done") is None
     assert await deadline(redis, "cmd_early") == NOW + TTL_S * 1000
     assert (await store.get(ORG, "cmd_early") or {})["status"] == "queued"
-    assert await store.due(sweep_at) == []

@@ -91,6 +91,7 @@ class Commands:
     async def stop(self) -> None:
         await cancel_and_wait([*self._tasks, *self._pending])
         with contextlib.suppress(RedisError, OSError):
+            await self.store.settle()
             await self.redis.zrem(NODES, self.node_id)
 
     async def _every(self, period_s: float, work: Callable[[], Any]) -> None:

@@ -15,8 +15,10 @@ The deadlines are global (one sweep finds every organization's due commands), so
 in another slot than the command and no script can write both. They are kept outside the scripts, with the
 rule that a live command (queued or sent) always has its entry: the entry is written in the same round trip
 as the change that sets the deadline, *before* it (``create``, ``sent``: a pipeline, sent in order), and
-removed only *after* a change ended the command. An entry left by a crash in between is harmless: the sweep's
-``due`` change finds the command ended (or not due yet, and puts the entry at the true instant) and settles it.
+removed only *after* a change ended the command: by the next ``due`` read (the sweeper's, every 250 ms), in
+its round trip and ahead of it, so an ended command costs no round trip of its own and is never found due.
+An entry left by a crash in between is harmless: the sweep's ``due`` change finds the command ended (or not
+due yet, and puts the entry at the true instant) and settles it.
 
 Every change writes the command as the API shows it to the device's and the organization's commands streams
 (the ``devices/{id}/commands`` channel: ``d`` device, ``p`` JSON) and a ``command.<status>`` event to the
@@ -200,6 +202,8 @@ class CommandStore:
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
         self._queued = redis.register_script(_QUEUED)
+        # Deadline entries of commands that ended here, removed by the next ``due`` (or ``settle``).
+        self._ended: set[str] = set()
 
     def _keys(self, org_id: str, command_id: str, device_id: str) -> list[str]:
         return [
@@ -282,10 +286,16 @@ class CommandStore:
                 _, reply = await pipe.execute()
         transition = Transition(reply)
         if transition.ended:
-            await self.redis.zrem(DEADLINES, member)
+            self._ended.add(member)
         elif transition.due_ms is not None:
             await self.redis.zadd(DEADLINES, {member: transition.due_ms})
         return transition
+
+    async def settle(self) -> None:
+        """Remove the deadline entries of the commands that ended here (at shutdown; else ``due`` does)."""
+        ended, self._ended = self._ended, set()
+        if ended:
+            await self.redis.zrem(DEADLINES, *ended)
 
     async def get(self, org_id: str, command_id: str) -> dict[str, str] | None:
         found: dict[str, str] = await self.redis.hgetall(keys.command(org_id, command_id))
@@ -315,6 +325,17 @@ class CommandStore:
         return [(int(score), record) for (_, score), record in zip(ids, records, strict=True) if record]
 
     async def due(self, now: int, limit: int = 100) -> list[tuple[str, str, str]]:
-        """(org, device, command id) of up to ``limit`` commands whose deadline has passed."""
-        members: list[str] = await self.redis.zrangebyscore(DEADLINES, "-inf", now, start=0, num=limit)
+        """(org, device, command id) of up to ``limit`` commands whose deadline has passed; the entries of
+        commands that ended here are removed first, in the same round trip."""
+        ended, self._ended = self._ended, set()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if ended:
+                    pipe.zrem(DEADLINES, *ended)
+                pipe.zrangebyscore(DEADLINES, "-inf", now, start=0, num=limit)
+                replies = await pipe.execute()
+        except BaseException:
+            self._ended |= ended  # removed next time (a second ZREM of a member is harmless)
+            raise
+        members: list[str] = replies[-1]
         return [(parts[0], parts[1], parts[2]) for parts in (m.split("|", 2) for m in members) if len(parts) == 3]
