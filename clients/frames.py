@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -39,6 +39,8 @@ MAX_ERROR_CHARS = 1024
 MAX_DATA_BYTES = 65_536
 _SEQ_KEY = msgpack.packb("seq")
 _NUMBERS = (int, float)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 # Binary columns are little-endian whatever the host.
 _WIRE_I8 = np.dtype("<i8")
 _WIRE_F8 = np.dtype("<f8")
@@ -73,7 +75,7 @@ def timestamp_ms(ts: int | datetime | None) -> int | None:
     if isinstance(ts, datetime):
         if ts.tzinfo is None:
             raise ValueError("ts: a datetime must be timezone-aware")
-        return int(ts.timestamp() * 1000)
+        return (ts - _EPOCH) // _MS  # exact: ts.timestamp() * 1000 is a float, one ms short for some instants
     if isinstance(ts, bool) or not isinstance(ts, int):
         raise TypeError("ts: integer milliseconds since the epoch or an aware datetime")
     return ts

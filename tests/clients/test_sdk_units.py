@@ -7,6 +7,7 @@ import ast
 import asyncio
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgpack
@@ -16,7 +17,7 @@ import pytest
 
 from clients.backoff import Backoff
 from clients.errors import FrameRejected
-from clients.frames import columns_frame, command_result_frame, event_frame, telemetry_frame
+from clients.frames import columns_frame, command_result_frame, event_frame, telemetry_frame, timestamp_ms
 from clients.positions import Position, channel_label, matches
 from clients.seqstate import SeqState
 from clients.urls import api_url, websocket_url
@@ -153,6 +154,16 @@ def test_columns_are_little_endian_bin_and_the_seq_goes_last() -> None:
         columns_frame(ts.astype(float), {"temp": temp})
     with pytest.raises(ValueError, match="finite"):
         columns_frame(ts, {"temp": np.array([1.0, np.nan, 2.0])})
+
+
+def test_an_aware_datetime_is_sent_as_its_exact_millisecond() -> None:
+    """``timestamp() * 1000`` is a float: for some instants it came out one millisecond short."""
+    moment = datetime(2039, 3, 3, 1, 19, 32, 319_000, tzinfo=UTC)
+    assert timestamp_ms(moment) == 2182727972319
+    assert timestamp_ms(moment.astimezone(timezone(timedelta(hours=-5)))) == 2182727972319
+    assert timestamp_ms(datetime(1969, 12, 31, 23, 59, 59, 999_500, tzinfo=UTC)) == -1
+    with pytest.raises(ValueError, match="timezone-aware"):
+        timestamp_ms(datetime(2039, 3, 3))
 
 
 def test_frames_the_hub_would_refuse_are_refused_at_once() -> None:
