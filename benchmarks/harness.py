@@ -90,6 +90,39 @@ def _started(
             yield target
 
 
+def measure_run(
+    target: RunningTarget,
+    workload: Workload,
+    *,
+    devices: int,
+    processes: int,
+    seconds: float,
+    window: int,
+    base_ts_ms: int,
+    workdir: Path,
+    drain_timeout_s: float,
+    connect_concurrency: int,
+    prebuilt: int,
+) -> tuple[dict[str, Any], int]:
+    """One run of ``workload``'s load against a started target: its figures, and how many frames per device to
+    encode before the next run's clock (enough for a quarter more than this run sent, at least ``prebuilt``)."""
+    load = run_load(
+        target.endpoint,
+        workload,
+        processes=processes,
+        seconds=seconds,
+        window=window,
+        base_ts_ms=base_ts_ms,
+        server_processes=target.server_processes,
+        workdir=workdir,
+        drain_timeout_s=drain_timeout_s,
+        connect_concurrency=connect_concurrency,
+        prebuilt=prebuilt,
+    )
+    figures = figures_of(load, workload)
+    return figures, max(prebuilt, math.ceil(1.25 * figures["sent"] / devices))
+
+
 def figures_of(load: LoadRun, workload: Workload) -> dict[str, Any]:
     """The figures of one run: throughput per second of window, and CPU per acked frame and in cores."""
     acked = load.total("acked_in_window")
@@ -194,23 +227,20 @@ def _measure_target(
             output = target.output
             prebuilt = workload.prebuilt_frames
             for number in range(1, options.runs + 1):
-                load = run_load(
-                    target.endpoint,
+                figures, prebuilt = measure_run(
+                    target,
                     workload,
+                    devices=devices,
                     processes=options.processes,
                     seconds=options.seconds,
                     window=options.window,
                     base_ts_ms=base_ts_ms,
-                    server_processes=target.server_processes,
                     workdir=workdir,
                     drain_timeout_s=options.drain_timeout_s,
                     connect_concurrency=options.connect_concurrency,
                     prebuilt=prebuilt,
                 )
-                figures = figures_of(load, workload)
                 result["runs"].append(figures)
-                # Encode enough frames before the next run's clock for a quarter more than this run sent.
-                prebuilt = max(prebuilt, math.ceil(1.25 * figures["sent"] / devices))
                 say(
                     f"{workload.name}: {name} run {number}/{options.runs}: "
                     f"{figures['frames_per_s']:,.0f} frames/s, {figures['points_per_s']:,.0f} points/s, "

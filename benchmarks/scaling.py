@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
-import math
 import shlex
 import statistics
 import sys
@@ -52,8 +51,8 @@ from benchmarks.fanout import FanoutOptions, search
 from benchmarks.fanout_clients import DASHBOARD_PATH
 from benchmarks.fanout_peers import FanoutTarget, device_ids
 from benchmarks.fanout_run import LoadShape, load_generator
-from benchmarks.harness import BACKDATE_MS, DEFAULT_RESULTS_DIR, figures_of
-from benchmarks.loadrun import Endpoint, run_load
+from benchmarks.harness import BACKDATE_MS, DEFAULT_RESULTS_DIR, measure_run
+from benchmarks.loadrun import Endpoint
 from benchmarks.servers import RunningTarget
 from benchmarks.workloads import WORKLOADS
 
@@ -193,21 +192,19 @@ def _ingest_point(store: Store, processes: int, options: ScalingOptions, workdir
         prebuilt = workload.prebuilt_frames
         for number in range(1, options.runs + 1):
             say(f"  run {number}/{options.runs}: {options.devices:,} devices for {options.seconds:g} s")
-            load = run_load(
-                target.endpoint,
+            figures, prebuilt = measure_run(
+                target,
                 workload,
+                devices=options.devices,
                 processes=options.loadgen_processes,
                 seconds=options.seconds,
                 window=options.window,
                 base_ts_ms=base_ts_ms,
-                server_processes=target.server_processes,
                 workdir=workdir,
                 drain_timeout_s=DRAIN_TIMEOUT_S,
                 connect_concurrency=options.connect_concurrency,
                 prebuilt=prebuilt,
             )
-            figures = figures_of(load, workload)
-            prebuilt = max(prebuilt, math.ceil(1.25 * figures["sent"] / options.devices))
             runs.append(
                 figures
                 | {
