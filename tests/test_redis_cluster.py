@@ -232,7 +232,13 @@ def test_a_restarted_master_comes_back_with_its_data(redis_cluster: LocalRedisCl
     with open_sync_client(redis_cluster.url, decode_responses=True) as client:
         node = client.get_node_from_key(A)
         index = next(n.index for n in redis_cluster.nodes if n.port == node.port)
-        client.set(A, "kept")  # written to the AOF before the reply (appendfsync everysec: not yet fsynced)
+        # With appendfsync everysec (the session cluster's), Redis may postpone the AOF write behind a slow
+        # background fsync and reply first, so a SIGKILL can lose an acked write (seen under CI load). With
+        # always, as for the tests that count on acked writes, the write is on disk before the reply; the
+        # restart below brings back the node's own everysec.
+        with open_sync_client(redis_cluster.node_url(index)) as node_client:
+            node_client.config_set("appendfsync", "always")
+        client.set(A, "kept")
     redis_cluster.kill(index)
     redis_cluster.restart(index)  # AOF and nodes.conf: the same slots, the same data
     with open_sync_client(redis_cluster.url, decode_responses=True) as client:
