@@ -2,7 +2,11 @@
 
 A subscription reads one stream or several. Its reply's ``offset`` and ``epoch`` are then plain, or
 *composite*: ``label=value`` parts joined by ``,``, one per stream, the label being a channel's levels after
-the device id (``telemetry``, ``aggregates/1m``, ``events``, ``commands``; ``alerts`` for alerts). Per stream
+the device id (``telemetry``, ``aggregates/1m``, ``events``, ``commands``; ``alerts`` for alerts). A hub that
+spreads each organization's devices over P partitions reads, for a wildcard device level, one stream per
+partition of telemetry, aggregates and events: their labels are ``<label>.<p>`` (``telemetry.3``), and a
+device's messages move part ``p = CRC-32(device id) mod P`` (``message_label``), P being how many such parts
+the reply has. Per stream
 a :class:`Position` keeps the epoch, the offset the reply covered, and the offset of the last message read.
 Resuming sends, per stream, the last message read (or, when none was, what the reply covered), so the hub
 replays exactly what came after: no gap and no duplicate.
@@ -16,9 +20,10 @@ first one and dropped. (clients/js/positions.js does the same.)
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
-__all__ = ["Position", "channel_label", "matches", "offset_key"]
+__all__ = ["Position", "channel_label", "matches", "message_label", "offset_key", "partition_counts"]
 
 _PARTS = ","
 # read_count of an entry known to be read in full (its message count unknown).
@@ -41,6 +46,27 @@ def channel_label(channel: str) -> str:
     """A channel's stream label in composite positions: its levels after the device id (``alerts`` as is)."""
     levels = channel.split("/")
     return "/".join(levels[2:]) if levels[0] == "devices" and len(levels) > 2 else channel
+
+
+def message_label(channel: str, labels: dict[str, int]) -> str:
+    """The label of the stream a message on ``channel`` came from, given the partitioned labels of its
+    subscription (``labels``: base label -> number of partitions, from ``partition_counts``)."""
+    label = channel_label(channel)
+    count = labels.get(label)
+    if not count:
+        return label
+    device = channel.split("/")[1]
+    return f"{label}.{zlib.crc32(device.encode()) % count}"
+
+
+def partition_counts(labels: list[str]) -> dict[str, int]:
+    """Base label -> how many ``<base>.<p>`` labels there are."""
+    counts: dict[str, int] = {}
+    for label in labels:
+        base, dot, part = label.rpartition(".")
+        if dot and part.isdigit():
+            counts[base] = counts.get(base, 0) + 1
+    return counts
 
 
 def offset_key(offset: str) -> tuple[int, int]:
@@ -79,6 +105,8 @@ class Position:
 
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
+        # Partitioned labels (``telemetry.3``): base label -> how many partitions.
+        self._partitions: dict[str, int] = {}
 
     @property
     def known(self) -> bool:
@@ -93,6 +121,7 @@ class Position:
             if label in epochs:
                 # Everything up to it: the entry at that offset was read whole.
                 position._streams[label] = _Stream(epochs[label], value, value, WHOLE_ENTRY)
+        position._partitions = partition_counts(list(position._streams))
         return position
 
     def replied(self, offset: str, epoch: str, *, recovered: bool) -> None:
@@ -106,6 +135,7 @@ class Position:
             read, count = (before.read, before.read_count) if kept and before is not None else (None, 0)
             streams[label] = _Stream(epochs.get(label, ""), covered, read, count)
         self._streams = streams
+        self._partitions = partition_counts(list(streams))
 
     def has_epoch(self, channel: str, epoch: str) -> bool:
         stream = self._streams.get(self._label(channel))
@@ -141,4 +171,4 @@ class Position:
         }
 
     def _label(self, channel: str) -> str:
-        return "" if list(self._streams) == [""] else channel_label(channel)
+        return "" if list(self._streams) == [""] else message_label(channel, self._partitions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -35,10 +36,12 @@ from hub.device_ingest import DeviceIngest, DeviceSocket
 from hub.errors import TelehubError
 from hub.fanout.endpoint import DashboardSocket
 from hub.fanout.service import Fanout
+from hub.layout import settle_when_reachable
 from hub.lifecycle import on_drain
 from hub.services import Services, open_redis
 from hub.web import routes as web_routes
 from hub.webhooks.service import Webhooks
+from ingest.tasks import cancel_and_wait
 
 __all__ = ["API_PREFIX", "app_from_env", "create_app"]
 
@@ -73,7 +76,9 @@ def create_app(config: HubConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = open_redis(config.redis_url)
+        settling: asyncio.Task[None] | None = None
         try:
+            settling = await settle_when_reachable(redis, config.partitions)
             services = Services.build(config, redis)
             app.state.services = services
             await bootstrap_organization(services)
@@ -95,6 +100,7 @@ def create_app(config: HubConfig) -> Starlette:
                 await fanout.stop()
                 await ingest.stop()
         finally:
+            await cancel_and_wait([settling])
             await redis.aclose()
 
     app = Starlette(

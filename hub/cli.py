@@ -25,8 +25,10 @@ from hub.auth.principal import PERSON_ROLES, Role
 from hub.config import ENV_PREFIX, ConfigError, HubConfig
 from hub.embedded_redis import EmbeddedRedis, EmbeddedRedisError, die_with_parent
 from hub.errors import NotFound, TelehubError
+from hub.layout import settle_layout
 from hub.redis_client import is_cluster_url
 from hub.services import Services, open_redis
+from hub.slot_reads import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -247,6 +249,10 @@ def run_serve(args: argparse.Namespace) -> int:
             Path(config.data_dir).resolve(),
             config.workers,
         )
+        # The store's key layout, agreed before any worker starts: a mismatch is reported here, not per worker
+        # (an unreachable Redis is not: the hub starts, reports it in /health and waits for it).
+        with contextlib.suppress(*REDIS_ERRORS):
+            asyncio.run(_with_services(config, _no_action))
         demo = _start_demo(config) if config.demo else None
         options: dict[str, Any] = {
             "host": config.host,
@@ -281,6 +287,10 @@ def run_serve(args: argparse.Namespace) -> int:
             if demo is not None:
                 demo.stop()
     return 0
+
+
+async def _no_action(services: Services) -> None:
+    return None
 
 
 def _start_demo(config: HubConfig) -> DemoFleet:
@@ -329,6 +339,7 @@ async def admin_action(services: Services, args: argparse.Namespace) -> dict[str
 async def _with_services(config: HubConfig, action: Callable[[Services], Awaitable[T]]) -> T:
     redis = open_redis(config.redis_url)
     try:
+        await settle_layout(redis, config.partitions)
         return await action(Services.build(config, redis))
     finally:
         await redis.aclose()

@@ -43,6 +43,9 @@ class HubConfig:
     redis_url: str = ""
     data_dir: Path = Path("./telehub-data")
     redis_fsync: str = "everysec"
+    # How many partitions each organization's devices are spread over (hub/layout.py): 0 takes the store's,
+    # or for a new store 1 on a single Redis and 8 on a cluster. Fixed once data is written.
+    partitions: int = 0
 
     # Secrets and tokens. No secret: one is generated and kept in data_dir.
     secret: str = field(default="", repr=False)
@@ -184,6 +187,7 @@ class HubConfig:
                 parse_cluster_url(self.redis_url)
             except ValueError as exc:
                 need(False, "redis_url", f"{exc} (redis+cluster://[:password@]host:port[,host:port...])")
+        need(0 <= self.partitions <= 1024, "partitions", f"must be 0 (the store's) to 1024, got {self.partitions}")
         need(self.jwt_ttl_s >= 60, "jwt_ttl_s", "must be at least 60 seconds")
         need(self.rate_limit_per_minute >= 1, "rate_limit_per_minute", "must be at least 1")
         need(self.rate_limit_burst >= 1, "rate_limit_burst", "must be at least 1")

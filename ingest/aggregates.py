@@ -102,7 +102,7 @@ class WindowEntry:
 
     @property
     def org_key(self) -> str:
-        return stream_keys.org_aggregates(self.org_id, self.resolution)
+        return stream_keys.org_aggregates(self.org_id, self.resolution, stream_keys.partition_of(self.device_id))
 
     @property
     def corrected_flag(self) -> bytes:

@@ -83,6 +83,25 @@ class FrameRecord:
         return frame if isinstance(frame, TelemetryFrame) else None
 
 
+# A merged stream's next entry: its order key, the stream's index, the entry (id, fields), the stream's walk.
+_Head = tuple[tuple[int, int], int, str, dict[bytes, bytes], AsyncIterator[tuple[str, dict[bytes, bytes]]]]
+
+
+def _order_key(stream_id: str, order: Order) -> tuple[int, int]:
+    ms, _, serial = stream_id.partition("-")
+    key = (int(ms), int(serial or 0))
+    return key if order == "asc" else (-key[0], -key[1])
+
+
+def _resume_after(after: Position | None, index: int, order: Order) -> tuple[str | None, bool]:
+    """Where stream ``index`` of a merged log resumes after position ``after``: at its entry id itself
+    (inclusive) when the stream comes after the position's stream at that id in this order, else past it."""
+    if after is None:
+        return None, False
+    later = index > after.index if order == "asc" else index < after.index
+    return after.stream_id, later
+
+
 class HistoryReader:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
@@ -114,10 +133,37 @@ class HistoryReader:
             )
 
     async def events(
-        self, org_id: str, *, start_ms: int | None, end_ms: int | None, order: Order, after: str | None
-    ) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
-        async for item in self._scan(stream_keys.org_events(org_id), start_ms, end_ms, order, after, False):
-            yield item
+        self,
+        org_id: str,
+        *,
+        start_ms: int | None,
+        end_ms: int | None,
+        order: Order,
+        after: Position | None,
+        device_id: str | None = None,
+    ) -> AsyncIterator[tuple[Position, dict[bytes, bytes]]]:
+        """The organization's event log: its streams (``stream_keys.org_event_streams``) merged in the order
+        of (entry id, the stream's index), each event with that pair as its position. With ``device_id``, only
+        the streams that may hold its events are read (its partition's and the organization's own)."""
+        streams = stream_keys.org_event_streams(org_id)
+        wanted: list[int] = list(range(len(streams)))
+        if device_id is not None and len(streams) > 1:
+            wanted = [stream_keys.partition_of(device_id), len(streams) - 1]
+        heads: list[_Head] = []
+        for index in wanted:
+            scan = self._scan(streams[index], start_ms, end_ms, order, *_resume_after(after, index, order))
+            first = await anext(scan, None)
+            if first is not None:
+                heads.append((_order_key(first[0], order), index, *first, scan))
+        while heads:
+            best = min(range(len(heads)), key=lambda i: (heads[i][0], heads[i][1] * (1 if order == "asc" else -1)))
+            _, index, stream_id, fields, scan = heads[best]
+            yield Position(stream_id, index), fields
+            following = await anext(scan, None)
+            if following is None:
+                del heads[best]
+            else:
+                heads[best] = (_order_key(following[0], order), index, *following, scan)
 
     async def _scan(
         self,

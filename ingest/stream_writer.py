@@ -1,4 +1,5 @@
-"""Writes a batch to Redis Streams in one round trip: one Lua call per organization, all in one pipeline.
+"""Writes a batch to Redis Streams in one round trip: one Lua call per organization partition (one slot: see
+ingest/stream_keys.py), all in one pipeline.
 
 The script is what makes ingest exactly-once: for each device it reads the last stored seq, appends only the
 frames with a higher seq (to the device's frame stream, and to the organization's telemetry or event stream),
@@ -38,7 +39,8 @@ REFERENCE_OVER_BYTES = 4096
 # ARGV of the store script before its large frames: three minimum ids, REFERENCE_OVER_BYTES, the packed array.
 _FIRST_LARGE_ARG = 5
 
-# KEYS: last-seq hash, org telemetry stream, org event stream, then per device its frame and event streams.
+# KEYS (all of one partition): last-seq hash, org telemetry stream, org event stream, then per device its frame
+# and event streams.
 # ARGV: minimum ids (ms) for frames, org telemetry and events; the size above which a frame is referenced
 # rather than copied in the org telemetry stream (REFERENCE_OVER_BYTES); then one MessagePack array (one argument, so
 # a batch of thousands of frames costs the client one bulk string to send and Redis one to parse): per
@@ -143,25 +145,36 @@ class StoreResult:
     last_before: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-def _chunks(devices: dict[str, DeviceFrames]) -> Iterator[list[tuple[str, DeviceFrames]]]:
-    """An organization's devices in groups of at most ~CHUNK_BYTES of frames (a device's frames stay together),
-    so the one argument of each script call stays far below Redis's bulk string limit (512 MB)."""
-    chunk: list[tuple[str, DeviceFrames]] = []
-    size = 0
+def _chunks(devices: dict[str, DeviceFrames]) -> Iterator[tuple[int, list[tuple[str, DeviceFrames]]]]:
+    """An organization's devices by partition, in groups of at most ~CHUNK_BYTES of frames (a device's frames
+    stay together), so the one argument of each script call stays far below Redis's bulk string limit (512 MB)."""
+    for partition, members in _by_partition(devices).items():
+        chunk: list[tuple[str, DeviceFrames]] = []
+        size = 0
+        for item in members:
+            if chunk and size + item[1].size > CHUNK_BYTES:
+                yield partition, chunk
+                chunk, size = [], 0
+            chunk.append(item)
+            size += item[1].size
+        if chunk:
+            yield partition, chunk
+
+
+def _by_partition(devices: dict[str, DeviceFrames]) -> dict[int, list[tuple[str, DeviceFrames]]]:
+    if stream_keys.partitions() == 1:
+        return {0: list(devices.items())}
+    grouped: dict[int, list[tuple[str, DeviceFrames]]] = {}
     for item in devices.items():
-        if chunk and size + item[1].size > CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += item[1].size
-    if chunk:
-        yield chunk
+        grouped.setdefault(stream_keys.partition_of(item[0]), []).append(item)
+    return grouped
 
 
-def _by_org(windows: Sequence[WindowEntry]) -> dict[str, list[WindowEntry]]:
-    grouped: dict[str, list[WindowEntry]] = {}
+def _by_slot(windows: Sequence[WindowEntry]) -> dict[tuple[str, int], list[WindowEntry]]:
+    """Windows by organization partition: the keys of one script call share a slot."""
+    grouped: dict[tuple[str, int], list[WindowEntry]] = {}
     for entry in windows:
-        grouped.setdefault(entry.org_id, []).append(entry)
+        grouped.setdefault((entry.org_id, stream_keys.partition_of(entry.device_id)), []).append(entry)
     return grouped
 
 
@@ -204,11 +217,11 @@ class StreamWriter:
         calls: list[tuple[str, list[str]]] = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for org_id, devices in batch.orgs.items():
-                for chunk in _chunks(devices):
+                for partition, chunk in _chunks(devices):
                     keys = [
-                        stream_keys.last_seqs(org_id),
-                        stream_keys.org_telemetry(org_id),
-                        stream_keys.org_events(org_id),
+                        stream_keys.last_seqs(org_id, partition),
+                        stream_keys.org_telemetry(org_id, partition),
+                        stream_keys.org_events(org_id, partition),
                     ]
                     wire: list[str | bytes | int] = []
                     large: list[bytes] = []
@@ -224,7 +237,7 @@ class StreamWriter:
                     args = [*minimums, REFERENCE_OVER_BYTES, packed, *large]
                     await self._script(keys=keys, args=args, client=pipe)
                     calls.append((org_id, [device_id for device_id, _ in chunk]))
-            for entries in _by_org(windows).values():
+            for entries in _by_slot(windows).values():
                 keys, wire = _windows_wire(entries, now_ms)
                 await self._windows_script(keys=keys, args=[msgpack.packb(wire, use_bin_type=False)], client=pipe)
             replies = await pipe.execute()
@@ -241,5 +254,5 @@ class StreamWriter:
 
     async def last_seq(self, org_id: str, device_id: str) -> int:
         """The highest seq stored for the device (0 if none): what its ``hello`` frame reports."""
-        value = await self.redis.hget(stream_keys.last_seqs(org_id), device_id)
+        value = await self.redis.hget(stream_keys.last_seqs(org_id, stream_keys.partition_of(device_id)), device_id)
         return int(value) if value else 0

@@ -53,7 +53,7 @@ def stored(client: redis.Redis, org_id: str, device_id: str, label: str) -> Wind
     one transaction: windows may still be being written)."""
     with client.pipeline(transaction=True) as pipe:
         pipe.xrange(stream_keys.device_aggregates(org_id, device_id, label))
-        pipe.xrange(stream_keys.org_aggregates(org_id, label))
+        pipe.xrange(stream_keys.org_aggregates(org_id, label, stream_keys.partition_of(device_id)))
         device_raw, org_raw = pipe.execute()
     mine = _parsed(device_raw)
     org = [e for e in _parsed(org_raw) if e["d"] == device_id]

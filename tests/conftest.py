@@ -21,7 +21,9 @@ from starlette.testclient import TestClient
 from hub.app import create_app
 from hub.config import HubConfig
 from hub.embedded_redis import EmbeddedRedis
+from hub.layout import CLUSTER_PARTITIONS
 from hub.redis_client import open_sync_client
+from ingest import stream_keys
 from tests.support import HubClient
 
 # tests/secret_scan.py: the session fails if a log line of it (this process's records, the telehub processes'
@@ -29,6 +31,10 @@ from tests.support import HubClient
 pytest_plugins = ["tests.secret_scan", "tests.redis_cluster"]
 
 CLUSTER = os.environ.get("TELEHUB_TEST_REDIS", "") == "cluster"
+# Partitions per organization (ingest/stream_keys.py) in the store the tests use: what a new store gets (1 on
+# one server, hub.layout.CLUSTER_PARTITIONS on a cluster), or TELEHUB_TEST_PARTITIONS (e.g. 4, to run the
+# partitioned layout on one server).
+PARTITIONS = int(os.environ.get("TELEHUB_TEST_PARTITIONS", "0")) or (CLUSTER_PARTITIONS if CLUSTER else 1)
 
 # A suite started as a background job inherits SIGINT ignored, and so would every process it starts (an ignored
 # signal stays ignored across exec): tests that press Ctrl-C on a CLI through SIGINT would then wait in vain.
@@ -65,7 +71,9 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture(autouse=True)
 def _empty_redis(request: pytest.FixtureRequest) -> None:
-    """Every test that touches Redis starts from an empty database."""
+    """Every test that touches Redis starts from an empty database, and with the test store's key layout (an
+    app's start settles it the same way: hub/layout.py)."""
+    stream_keys.use_partitions(PARTITIONS)
     if "redis_url" in request.fixturenames or "redis_server" in request.fixturenames:
         if CLUSTER:
             request.getfixturevalue("redis_cluster").flush()
@@ -120,6 +128,7 @@ def config(redis_url: str, tmp_path: Path) -> HubConfig:
         secret="test-secret-" + "x" * 60,
         rate_limit_per_minute=1_000_000,
         rate_limit_burst=100_000,
+        partitions=PARTITIONS,
     )
 
 

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from clients.positions import message_label, partition_counts
 from tests.conftest import TIMEOUT
 from tests.processes import ServeProcess, started, telehub_env
 from tests.support import PASSWORD, bearer
@@ -260,8 +261,31 @@ def seqs(messages: list[Message]) -> list[int]:
     return [int(message["data"]["metrics"]["n"]) for message in messages]
 
 
-def position(message: Message) -> dict[str, str]:
-    return {"offset": message["offset"], "epoch": message["epoch"]}
+def position(message: Message, reply: Message) -> dict[str, str]:
+    """The ``since`` that resumes right after ``message``, read on the subscription that ``reply`` answered
+    (when every message after that reply came from one device). A channel of several streams (a wildcard one
+    over a partitioned organization) has a composite position: the reply's, with the message's part moved on
+    (clients/positions.py finds the part)."""
+    if "=" not in reply["offset"]:
+        return {"offset": message["offset"], "epoch": message["epoch"]}
+    offsets = dict(part.split("=", 1) for part in reply["offset"].split(","))
+    offsets[message_label(message["channel"], partition_counts(list(offsets)))] = message["offset"]
+    return {"offset": ",".join(f"{k}={v}" for k, v in sorted(offsets.items())), "epoch": reply["epoch"]}
+
+
+def epoch_of(message: Message, reply: Message) -> str:
+    """The epoch of the stream ``message`` came from, from its subscription's ``reply``."""
+    if "=" not in reply["epoch"]:
+        return str(reply["epoch"])
+    epochs = dict(part.split("=", 1) for part in reply["epoch"].split(","))
+    return epochs[message_label(message["channel"], partition_counts(list(epochs)))]
+
+
+def another_history(epoch: str) -> str:
+    """An epoch (plain or composite) of another history for every stream."""
+    if "=" not in epoch:
+        return "another-history"
+    return ",".join(f"{part.split('=', 1)[0]}=another-history" for part in epoch.split(","))
 
 
 # A dashboard on a plain socket with a small receive buffer: it reads only when told to.

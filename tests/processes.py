@@ -68,6 +68,8 @@ def telehub_env(**variables: str) -> dict[str, str]:
     """This process's environment without any ``TELEHUB_*`` variable of the developer's, plus ``variables``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEHUB_")}
     env["PYTHONUNBUFFERED"] = "1"
+    if os.environ.get("TELEHUB_TEST_PARTITIONS"):  # the partitioned layout on one server: its processes too
+        env["TELEHUB_PARTITIONS"] = os.environ["TELEHUB_TEST_PARTITIONS"]
     env.update(variables)
     return env
 

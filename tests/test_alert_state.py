@@ -153,7 +153,7 @@ async def test_streams_and_events_carry_each_change(alerts: AlertStore, rules: A
     assert [m["type"] for m in channel] == ["alert.triggered", "alert.resolved"]
     assert channel[0] == {**alert, "type": "alert.triggered", "status": "active", "resolved_at": None}
     assert channel[1] == {**alert, "type": "alert.resolved"}
-    events = await redis.xrange(stream_keys.org_events(ORG))
+    events = await redis.xrange(stream_keys.org_log(ORG))
     assert [(f["e"], f["d"], f["b"]) for _, f in events] == [
         ("alert.triggered", "boiler-7", "0"),
         ("alert.resolved", "boiler-7", "0"),
@@ -220,7 +220,7 @@ async def test_acknowledge_then_resolve(alerts: AlertStore, rules: AlertRuleStor
     assert [a["status"] for a in await all_alerts(alerts)] == ["resolved"]
     assert (await alerts.acknowledge(ORG, alert["id"])).status == "resolved"
     assert (await alerts.acknowledge(ORG, "alr_nope")).status == "missing"
-    kinds = [f["e"] for _, f in await redis.xrange(stream_keys.org_events(ORG))]
+    kinds = [f["e"] for _, f in await redis.xrange(stream_keys.org_log(ORG))]
     assert kinds == ["alert.triggered", "alert.acknowledged", "alert.resolved"]
 
 
@@ -259,7 +259,7 @@ async def test_deleting_a_device_resolves_its_open_alerts_and_drops_its_state(
     assert await redis.hkeys(keys.alert_state(ORG, rule.id)) == ["b"]
     assert not await redis.exists(keys.alert_state(ORG, other.id))
     assert await redis.zrange(keys.alert_index(ORG, "acknowledged"), 0, -1) == []
-    events = [(f["e"], f["d"]) for _, f in await redis.xrange(stream_keys.org_events(ORG))]
+    events = [(f["e"], f["d"]) for _, f in await redis.xrange(stream_keys.org_log(ORG))]
     assert events == [
         ("alert.triggered", "a"),
         ("alert.triggered", "b"),
@@ -270,7 +270,7 @@ async def test_deleting_a_device_resolves_its_open_alerts_and_drops_its_state(
     assert channel == {**statuses[rule.id, "a"], "type": "alert.resolved"}
     assert await alerts.device_deleted(ORG, "a") == 0  # again, or a device never seen: nothing changes
     assert await alerts.device_deleted(ORG, "never") == 0
-    assert len(await redis.xrange(stream_keys.org_events(ORG))) == len(events)
+    assert len(await redis.xrange(stream_keys.org_log(ORG))) == len(events)
     # A device with the same id starts from no state: even a sample older than the last one seen counts.
     await feed(alerts, rule, [("a", 500, 99.0)])
     fresh = [a for a in await all_alerts(alerts, "active") if a["device_id"] == "a"]

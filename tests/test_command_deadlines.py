@@ -103,7 +103,7 @@ async def test_a_result_before_the_sent_mark_still_shows_sent_then_completed(sto
     assert not late.made and late.status == "completed"
     shown = [orjson.loads(fields["p"])["status"] for _, fields in await redis.xrange(device_commands(ORG, DEVICE))]
     assert shown == ["queued", "sent", "completed"]
-    events = [fields["e"] for _, fields in await redis.xrange(stream_keys.org_events(ORG))]
+    events = [fields["e"] for _, fields in await redis.xrange(stream_keys.org_log(ORG))]
     assert events == ["command.queued", "command.sent", "command.completed"]
     assert await store.due(LATER) == []
     assert await redis.zcard(DEADLINES) == 0

@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from hub import device_ingest, redis_client
+from hub import device_ingest, keys, redis_client
 from hub.app import create_app
 from hub.config import HubConfig
 from ingest import stream_keys
@@ -84,7 +84,9 @@ def test_hello_then_acks_in_the_frames_encoding(client: HubClient, tenant: Tenan
     frames = stored(client, tenant)
     assert [f["s"] for f in frames] == ["1", "2"]
     assert frames[0]["k"] == "telemetry" and frames[0]["b"] == "1" and frames[1]["b"] == "0"
-    org_stream = client.call(client.services.redis.xlen, stream_keys.org_telemetry(tenant.org_id))
+    org_stream = client.call(
+        client.services.redis.xlen, stream_keys.org_telemetry(tenant.org_id, stream_keys.partition_of("boiler-7"))
+    )
     assert org_stream == 2
 
 
@@ -219,8 +221,38 @@ def test_presence_marks_online_and_offline(client: HubClient, tenant: Tenant) ->
             break
         time.sleep(0.01)
     assert client.get("/devices/boiler-7", headers=tenant.admin).json()["status"] == "offline"
-    events = client.call(client.services.redis.xrange, stream_keys.org_events(tenant.org_id))
+    events = client.call(
+        client.services.redis.xrange, stream_keys.org_events(tenant.org_id, stream_keys.partition_of("boiler-7"))
+    )
     assert [e[1]["e"] for e in events] == ["device.online", "device.offline"]
+
+
+def test_a_device_without_a_state_hash_gets_one_when_it_connects(client: HubClient, tenant: Tenant) -> None:
+    # A store from before state hashes (or a crash between the record and its state) has a device record with
+    # no state: the status shown is the record's, and connecting makes the state and marks it online.
+    key = device_key(client, tenant)
+    redis = client.services.redis
+    client.call(redis.delete, stream_keys.device_state(tenant.org_id, "boiler-7"))
+    client.call(redis.hset, keys.device(tenant.org_id, "boiler-7"), mapping={"status": "offline", "last_seen": "5"})
+    assert client.get("/devices/boiler-7", headers=tenant.admin).json()["last_seen"] == "1970-01-01T00:00:00.005Z"
+    with connect(client, key) as ws:
+        receive(ws)
+        device = client.get("/devices/boiler-7", headers=tenant.admin).json()
+        assert device["status"] == "online" and device["last_seen"] != "1970-01-01T00:00:00.005Z"
+    state = client.call(redis.hgetall, stream_keys.device_state(tenant.org_id, "boiler-7"))
+    assert state["status"] in ("online", "offline") and "last_seen" in state
+
+
+def test_a_deleted_device_leaves_no_state_and_no_presence_event(client: HubClient, tenant: Tenant) -> None:
+    key = device_key(client, tenant)
+    redis = client.services.redis
+    with connect(client, key) as ws:
+        receive(ws)
+        assert client.delete("/devices/boiler-7", headers=tenant.admin).status_code == 204
+    time.sleep(0.2)  # the close and its offline mark
+    assert not client.call(redis.exists, stream_keys.device_state(tenant.org_id, "boiler-7"))
+    events = client.call(redis.xrange, stream_keys.org_events(tenant.org_id, stream_keys.partition_of("boiler-7")))
+    assert [e[1]["e"] for e in events] == ["device.online"]
 
 
 def test_every_disconnect_is_marked_offline_even_when_the_handler_is_cancelled(
@@ -236,7 +268,9 @@ def test_every_disconnect_is_marked_offline_even_when_the_handler_is_cancelled(
         while client.get("/devices/boiler-7", headers=tenant.admin).json()["status"] != "offline":
             assert time.monotonic() < deadline, "the device was never marked offline"
             time.sleep(0.02)
-    events = client.call(client.services.redis.xrange, stream_keys.org_events(tenant.org_id))
+    events = client.call(
+        client.services.redis.xrange, stream_keys.org_events(tenant.org_id, stream_keys.partition_of("boiler-7"))
+    )
     assert [e[1]["e"] for e in events] == ["device.online", "device.offline"] * 10
 
 
@@ -260,7 +294,9 @@ def test_a_large_frame_is_referenced_not_copied_in_the_org_telemetry_stream(clie
         assert receive(ws) == {"type": "ack", "seq": 2}
     redis = client.http.app.state.device_ingest.frames_redis  # type: ignore[attr-defined]
     device_entries = client.call(redis.xrange, stream_keys.device_frames(tenant.org_id, "boiler-7"))
-    org_entries = client.call(redis.xrange, stream_keys.org_telemetry(tenant.org_id))
+    org_entries = client.call(
+        redis.xrange, stream_keys.org_telemetry(tenant.org_id, stream_keys.partition_of("boiler-7"))
+    )
     assert [fields[b"f"] for _, fields in device_entries] == [large, telemetry(2)]
     (_, referenced), (_, copied) = org_entries
     assert referenced[b"r"] == device_entries[0][0] and b"f" not in referenced

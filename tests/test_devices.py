@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from hub import keys
+from ingest import stream_keys
 from tests.conftest import TIMEOUT
 from tests.support import HubClient, Tenant, assert_error, bearer
 
@@ -189,10 +190,11 @@ def test_list_filters_paginate_and_count_what_matches(client: HubClient, sync_re
     ]
     for device_id, name, device_type in specs:
         create(client, tenant, id=device_id, name=name, type=device_type)
-    # The ingest layer marks devices online in their hash.
+    # Presence (hub/presence.py) marks devices online in their state hash.
     for device_id in ("mid", "beta"):
         sync_redis.hset(
-            keys.device(tenant.org_id, device_id), mapping={"status": "online", "last_seen": "1700000000000"}
+            stream_keys.device_state(tenant.org_id, device_id),
+            mapping={"status": "online", "last_seen": "1700000000000"},
         )
 
     def listing(query: str) -> Any:

@@ -33,9 +33,11 @@ from tests.fanout_process_clients import (
     WILDCARD,
     Device,
     Message,
+    another_history,
     big_frame,
     dashboard,
     device,
+    epoch_of,
     hubs,
     position,
     provision,
@@ -78,7 +80,7 @@ async def test_every_dashboard_on_either_process_gets_every_frame_once_in_order(
         for name, messages in received.items():
             assert seqs(messages) == expected, name
             assert {m["channel"] for m in messages} == {EXACT}, name
-            assert {m["epoch"] for m in messages} == {replies[name]["epoch"]}, name
+            assert {m["epoch"] for m in messages} == {epoch_of(messages[0], replies[name])}, name
         # One stream behind each channel, whichever the process: the same offsets and epochs.
         for one, other in (
             ("exact JSON on A", "exact MessagePack on B"),
@@ -151,14 +153,14 @@ async def test_a_dashboard_that_reconnects_with_since_misses_nothing_under_conti
         marks: list[tuple[int, int]] = []
         async with device(a, credentials.device_key) as dev, contextlib.AsyncExitStack() as stack:
             ws = await stack.enter_async_context(dashboard(b, token))
-            await ws.subscribe(channel)
+            first = await ws.subscribe(channel)
             publisher = await stack.enter_async_context(publishing(dev, interval=0.001))
             received = await ws.messages(30)
             for _ in range(RECONNECTS):
                 await ws.ws.close()  # mid-stream: the device goes on sending
                 await asyncio.sleep(AWAY_S)
                 ws = await stack.enter_async_context(dashboard(b, token))
-                results.append(await ws.subscribe(channel, since=position(received[-1])))
+                results.append(await ws.subscribe(channel, since=position(received[-1], first)))
                 marks.append((seqs(received)[-1], dev.acked))
                 # The replay, then live messages until well past what was acked at the subscribe.
                 received.append(await ws.message())
@@ -170,7 +172,7 @@ async def test_a_dashboard_that_reconnects_with_since_misses_nothing_under_conti
             await ws.nothing_more()
 
     epoch = received[0]["epoch"]
-    assert all(result["recovered"] is True and result["epoch"] == epoch for result in results), results
+    assert all(result["recovered"] is True and result["epoch"] == first["epoch"] for result in results), results
     assert all(acked - left > 10 for left, acked in marks), f"frames should flow while the dashboard is away: {marks}"
     got, expected = seqs(received), list(range(1, last + 1))
     assert got == expected, f"{sequence_problems(got, expected)}; (left at, resubscribed at): {marks}"
@@ -242,15 +244,14 @@ async def test_a_replay_bigger_than_the_send_buffer_reaches_a_reading_dashboard_
         token = credentials.admin_token
         async with device(hub, credentials.device_key) as dev:
             async with dashboard(hub, token) as exact, dashboard(hub, token) as wildcard:
-                await exact.subscribe(EXACT)
-                await wildcard.subscribe(WILDCARD)
+                replies = {EXACT: await exact.subscribe(EXACT), WILDCARD: await wildcard.subscribe(WILDCARD)}
                 await dev.publish(1)
                 first = {EXACT: await exact.message(), WILDCARD: await wildcard.message()}
             await dev.publish(REPLAYED_FRAMES, medium_frame, window=100)
             async with dashboard(hub, token) as exact, dashboard(hub, token) as wildcard:
                 subscribers = {EXACT: exact, WILDCARD: wildcard}
                 results = {
-                    channel: await ws.subscribe(channel, since=position(first[channel]))
+                    channel: await ws.subscribe(channel, since=position(first[channel], replies[channel]))
                     for channel, ws in subscribers.items()
                 }
                 # Both read as fast as they can: neither is a slow consumer.
@@ -272,8 +273,7 @@ async def test_since_further_back_than_the_replay_limit_is_not_recovered_and_con
         token = credentials.admin_token
         async with device(hub, credentials.device_key) as dev:
             async with dashboard(hub, token) as exact, dashboard(hub, token) as wildcard:
-                await exact.subscribe(EXACT)
-                await wildcard.subscribe(WILDCARD)
+                replies = {EXACT: await exact.subscribe(EXACT), WILDCARD: await wildcard.subscribe(WILDCARD)}
                 await dev.publish(1)
                 first = {EXACT: await exact.message(), WILDCARD: await wildcard.message()}
             # More messages after those than one subscribe may replay.
@@ -281,7 +281,7 @@ async def test_since_further_back_than_the_replay_limit_is_not_recovered_and_con
             async with dashboard(hub, token) as exact, dashboard(hub, token) as wildcard:
                 subscribers = {EXACT: exact, WILDCARD: wildcard}
                 results = {
-                    channel: await ws.subscribe(channel, since=position(first[channel]))
+                    channel: await ws.subscribe(channel, since=position(first[channel], replies[channel]))
                     for channel, ws in subscribers.items()
                 }
                 last = await dev.publish(1)
@@ -292,7 +292,7 @@ async def test_since_further_back_than_the_replay_limit_is_not_recovered_and_con
     assert last == MAX_REPLAY + 3
     for channel in (EXACT, WILDCARD):
         assert results[channel]["recovered"] is False, results[channel]
-        assert results[channel]["epoch"] == first[channel]["epoch"]
+        assert results[channel]["epoch"] == replies[channel]["epoch"]
         # Nothing replayed: the first message is the frame sent after the subscribe.
         assert seqs([live[channel]]) == [last], live[channel]
 
@@ -303,8 +303,7 @@ async def test_since_with_another_epoch_is_not_recovered(redis_url: str, tmp_pat
         token = credentials.admin_token
         async with device(hub, credentials.device_key) as dev:
             async with dashboard(hub, token) as exact, dashboard(hub, token) as wildcard:
-                await exact.subscribe(EXACT)
-                await wildcard.subscribe(WILDCARD)
+                replies = {EXACT: await exact.subscribe(EXACT), WILDCARD: await wildcard.subscribe(WILDCARD)}
                 await dev.publish(3)
                 seen = {EXACT: await exact.messages(3), WILDCARD: await wildcard.messages(3)}
             await dev.publish(2)  # missed, but the epoch says the offset is from another history
@@ -312,12 +311,13 @@ async def test_since_with_another_epoch_is_not_recovered(redis_url: str, tmp_pat
                 subscribers = {EXACT: exact, WILDCARD: wildcard}
                 results = {}
                 for channel, ws in subscribers.items():
-                    stale = {"offset": seen[channel][-1]["offset"], "epoch": "another-history"}
+                    since = position(seen[channel][-1], replies[channel])
+                    stale = {"offset": since["offset"], "epoch": another_history(since["epoch"])}
                     results[channel] = await ws.subscribe(channel, since=stale)
                 await dev.publish(1)
                 live = {channel: await ws.message() for channel, ws in subscribers.items()}
 
     for channel in (EXACT, WILDCARD):
         assert results[channel]["recovered"] is False, results[channel]
-        assert results[channel]["epoch"] == seen[channel][-1]["epoch"] != "another-history"
+        assert results[channel]["epoch"] == replies[channel]["epoch"] != another_history(replies[channel]["epoch"])
         assert seqs([live[channel]]) == [6], live[channel]

@@ -40,7 +40,9 @@ def test_json_and_msgpack_readings_are_stored_before_the_202(client: HubClient) 
     assert [f[b"k"] for f in frames] == [b"readings", b"readings"]
     assert orjson.loads(frames[0][b"f"]) == json_body and frames[0][b"b"] == b"0"
     assert frames[1][b"f"] == packed and frames[1][b"b"] == b"1"
-    telemetry = client.call(client.services.redis.xlen, stream_keys.org_telemetry(tenant.org_id))
+    telemetry = client.call(
+        client.services.redis.xlen, stream_keys.org_telemetry(tenant.org_id, stream_keys.partition_of("pump-1"))
+    )
     assert telemetry == 2
 
 

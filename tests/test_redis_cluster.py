@@ -221,7 +221,9 @@ def test_the_hub_registers_and_ingests_on_a_cluster(cluster_url: str, tmp_path: 
                 "/devices/pump-1/readings", json={"ts": now + i, "metrics": {"flow": i}}, headers=bearer(key)
             )
             assert posted.status_code == 202, posted.text
-        telemetry = client.call(client.services.redis.xlen, stream_keys.org_telemetry(tenant.org_id))
+        telemetry = client.call(
+            client.services.redis.xlen, stream_keys.org_telemetry(tenant.org_id, stream_keys.partition_of("pump-1"))
+        )
         assert telemetry == 3
         readings = client.get("/devices/pump-1/readings?metric=flow", headers=tenant.admin)
         assert readings.status_code == 200, readings.text

@@ -32,6 +32,7 @@ import pytest
 import redis
 
 from hub.config import HubConfig
+from ingest import stream_keys
 from tests.conftest import TIMEOUT
 from tests.support import PASSWORD, HubClient, Tenant, assert_error, bearer
 
@@ -386,7 +387,7 @@ def test_device_keys_reach_only_their_own_devices_ingest_commands_and_readings(
     assert {k: v for k, v in after.items() if world.b.org_id not in k} == {
         k: v for k, v in before.items() if world.b.org_id not in k
     }
-    assert f"th:{{{world.b.org_id}}}:frames:{DEVICE}" in after
+    assert stream_keys.device_frames(world.b.org_id, DEVICE) in after
     succeeds(client, world, [op for op in ops if op.key in DEVICE_OWN], lambda op: own)
 
 

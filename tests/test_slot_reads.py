@@ -11,6 +11,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisClusterException, ResponseError
 
 from hub import slot_reads
+from hub.fanout.channels import device_commands
 from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from tests.redis_cluster import LocalRedisCluster
@@ -46,8 +47,8 @@ def test_no_tag_reaches_the_slot_of_a_key_whose_hashed_part_has_a_closing_brace(
 
 
 def test_positions_are_grouped_by_slot_in_the_order_they_came() -> None:
-    a, b = stream_keys.org_events("org-a"), stream_keys.org_events("org-b")
-    a_frames = stream_keys.device_frames("org-a", "d-1")
+    a, b = stream_keys.org_log("org-a"), stream_keys.org_log("org-b")
+    a_frames = device_commands("org-a", "d-1")
     assert slot_reads.slot(a) != slot_reads.slot(b)
     groups = slot_reads.by_slot({a: "1-0", b: "2-0", a_frames: "3-0"})
     assert groups == [{a: "1-0", a_frames: "3-0"}, {b: "2-0"}]
@@ -74,7 +75,7 @@ async def cluster(redis_cluster: LocalRedisCluster) -> AsyncIterator[Any]:
 
 
 async def test_one_round_reads_every_slot_that_one_read_could_not(cluster: Any) -> None:
-    streams = {stream_keys.org_events(org): "0-0" for org in ORGS}
+    streams = {stream_keys.org_log(org): "0-0" for org in ORGS}
     assert len({slot_reads.slot(key) for key in streams}) == len(ORGS)
     written = {key: (await cluster.xadd(key, {b"n": key.encode()})).decode() for key in streams}
     with pytest.raises(RedisClusterException):
@@ -92,7 +93,7 @@ async def test_one_round_reads_every_slot_that_one_read_could_not(cluster: Any) 
 
 async def test_a_failing_slot_does_not_discard_what_the_others_read(cluster: Any) -> None:
     """Entries an XREADGROUP took are pending: the caller must get them even when another slot's read failed."""
-    a, b = stream_keys.org_events("org-a"), stream_keys.org_events("org-b")
+    a, b = stream_keys.org_log("org-a"), stream_keys.org_log("org-b")
     await cluster.xgroup_create(a, "g", id="0", mkstream=True)
     entry_id = (await cluster.xadd(a, {b"n": b"1"})).decode()
     await cluster.xadd(b, {b"n": b"2"})  # a stream without the group: NOGROUP

@@ -44,7 +44,7 @@ class Matching:
     async def online(self, org_id: str, device_id: str) -> str:
         """A device.online entry in the organization's event log."""
         fields = {b"e": b"device.online", b"d": device_id.encode(), b"b": b"0", b"f": b"{}"}
-        entry_id: bytes = await self.streams.xadd(stream_keys.org_events(org_id), fields)
+        entry_id: bytes = await self.streams.xadd(stream_keys.org_log(org_id), fields)
         return entry_id.decode()
 
     async def queued(self) -> list[dict[str, str]]:
@@ -54,12 +54,12 @@ class Matching:
     async def has_group(self, org_id: str) -> bool:
         with contextlib.suppress(ResponseError):  # no stream yet
             return any(
-                g["name"] == GROUP.encode() for g in await self.streams.xinfo_groups(stream_keys.org_events(org_id))
+                g["name"] == GROUP.encode() for g in await self.streams.xinfo_groups(stream_keys.org_log(org_id))
             )
         return False
 
     async def pending(self, org_id: str) -> int:
-        summary = await self.streams.xpending(stream_keys.org_events(org_id), GROUP)
+        summary = await self.streams.xpending(stream_keys.org_log(org_id), GROUP)
         return int(summary["pending"])
 
 
@@ -83,7 +83,7 @@ async def matching(redis_cluster: LocalRedisCluster) -> AsyncIterator[Matching]:
 
 
 def test_the_organizations_event_logs_are_in_different_slots() -> None:
-    assert len({slot_reads.slot(stream_keys.org_events(org)) for org in ORGS}) == len(ORGS)
+    assert len({slot_reads.slot(stream_keys.org_log(org)) for org in ORGS}) == len(ORGS)
 
 
 async def test_one_process_reading_two_organizations_queues_the_webhooks_of_both(matching: Matching) -> None:
@@ -117,7 +117,7 @@ async def test_entries_read_before_another_slot_failed_are_still_queued_and_ackn
     monkeypatch.setattr(matcher_module, "POLL_S", 0)
     await matching.matcher.read_once()  # the pending entries (none): from now on, new ones
     assert all(pos == ">" for reader in matching.matcher.readers.values() for pos in reader.positions.values())
-    await matching.streams.delete(stream_keys.org_events("org-b"))  # its group is gone with it: NOGROUP
+    await matching.streams.delete(stream_keys.org_log("org-b"))  # its group is gone with it: NOGROUP
     await matching.online("org-a", "pump-1")
     with pytest.raises(ResponseError, match="NOGROUP"):
         await matching.matcher.read_once()

@@ -2,8 +2,11 @@
 //
 // A subscription reads one stream or several. Its reply's `offset` and `epoch` are then plain, or composite:
 // `label=value` parts joined by `,`, one per stream, the label being a channel's levels after the device id
-// (`telemetry`, `aggregates/1m`, `events`, `commands`; `alerts` for alerts). `devices/+/telemetry` reads one
-// stream (the organization's), `devices/boiler-7/#` several (that device's). Per stream a Position keeps the
+// (`telemetry`, `aggregates/1m`, `events`, `commands`; `alerts` for alerts). `devices/+/telemetry` reads the
+// organization's stream, `devices/boiler-7/#` several (that device's). A hub that spreads each organization's
+// devices over P partitions reads, for a wildcard device level, one stream per partition of telemetry,
+// aggregates and events: their labels are `<label>.<p>` (`telemetry.3`), and a device's messages move part
+// `p = CRC-32(device id) mod P` (messageLabel), P being how many such parts the reply has. Per stream a Position keeps the
 // epoch, the offset the reply covered and the offset of the last message read. Resuming sends, per stream,
 // the last message read (or, when none was, what the reply covered), so the hub replays exactly what came
 // after: no gap and no duplicate. The same logic as the Python SDK's clients/positions.py, plus one thing: a
@@ -46,6 +49,59 @@ export function matches(pattern, channel) {
 export function channelLabel(channel) {
   const levels = channel.split("/");
   return levels[0] === "devices" && levels.length > 2 ? levels.slice(2).join("/") : channel;
+}
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/**
+ * CRC-32 (IEEE, as zlib's) of a string's UTF-8 bytes.
+ * @param {string} text
+ * @returns {number}
+ */
+export function crc32(text) {
+  let crc = 0xffffffff;
+  for (const byte of new TextEncoder().encode(text)) crc = CRC_TABLE[(crc ^ byte) & 0xff] ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/**
+ * The label of the stream a message on `channel` came from, given its subscription's partitioned labels
+ * (base label -> number of partitions, from partitionCounts).
+ * @param {string} channel
+ * @param {Map<string, number>} partitions
+ * @returns {string}
+ */
+export function messageLabel(channel, partitions) {
+  const label = channelLabel(channel);
+  const count = partitions.get(label);
+  if (!count) return label;
+  return `${label}.${crc32(channel.split("/")[1]) % count}`;
+}
+
+/**
+ * Base label -> how many `<base>.<p>` labels there are.
+ * @param {Iterable<string>} labels
+ * @returns {Map<string, number>}
+ */
+function partitionCounts(labels) {
+  /** @type {Map<string, number>} */
+  const counts = new Map();
+  for (const label of labels) {
+    const dot = label.lastIndexOf(".");
+    if (dot > 0 && /^[0-9]+$/.test(label.slice(dot + 1))) {
+      const base = label.slice(0, dot);
+      counts.set(base, (counts.get(base) ?? 0) + 1);
+    }
+  }
+  return counts;
 }
 
 /**
@@ -128,6 +184,8 @@ export class Position {
   constructor() {
     /** @type {Map<string, StreamPosition>} */
     this.streams = new Map();
+    /** Partitioned labels (`telemetry.3`): base label -> how many partitions. @type {Map<string, number>} */
+    this.partitions = new Map();
   }
 
   /** Whether anything is known (a reply or a message came): a resubscribe then sends `since`. */
@@ -148,6 +206,7 @@ export class Position {
       // The whole entry at `offset` was read.
       if (epoch !== undefined) position.streams.set(label, new StreamPosition(epoch, offset, offset, Infinity));
     }
+    position.partitions = partitionCounts(position.streams.keys());
     return position;
   }
 
@@ -169,6 +228,7 @@ export class Position {
       streams.set(label, new StreamPosition(streamEpoch, covered, kept ? before.read : null, kept ? before.readCount : 0));
     }
     this.streams = streams;
+    this.partitions = partitionCounts(streams.keys());
   }
 
   /**
@@ -231,6 +291,6 @@ export class Position {
    * @returns {string}
    */
   label(channel) {
-    return this.streams.size === 1 && this.streams.has("") ? "" : channelLabel(channel);
+    return this.streams.size === 1 && this.streams.has("") ? "" : messageLabel(channel, this.partitions);
   }
 }

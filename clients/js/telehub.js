@@ -13,7 +13,7 @@
 
 export { ApiError, ClientClosed, SessionEnded, SubscriptionError, TelehubError } from "./errors.js";
 export { Backoff, HubClient, hubSocketUrl } from "./hub.js";
-export { Position, channelLabel, compareOffsets, matches } from "./positions.js";
+export { Position, channelLabel, compareOffsets, crc32, matches, messageLabel } from "./positions.js";
 export { RestClient, apiRoot } from "./rest.js";
 export { Subscription } from "./subscription.js";
 

@@ -39,7 +39,7 @@ def script_keys(org_id: str) -> list[str]:
     return [
         keys.alert_rules(org_id),
         org_alerts(org_id),
-        stream_keys.org_events(org_id),
+        stream_keys.org_log(org_id),
         keys.alert_sequence(org_id),
         keys.alert_index(org_id),
         *(keys.alert_index(org_id, status) for status in STATUSES),

@@ -17,6 +17,7 @@ from hub.auth.principal import Role
 from hub.clock import iso_ms, parse_time_ms
 from hub.errors import BadRequest, NotFound, ValidationFailed
 from hub.services import Services
+from ingest import stream_keys
 from ingest.history import FrameRecord, HistoryReader, Position
 from ingest.limits import FrameLimits
 
@@ -219,23 +220,24 @@ async def list_messages(request: Request) -> JSONResponse:
         org_id, device_id, start_ms=start, end_ms=end, order=order, after=position.stream_id if position else None
     )
     page = await _stream_page(
-        ((r.stream_id, _message(r) if kinds is None or r.kind in kinds else None) async for r in records), limit
+        ((Position(r.stream_id), _message(r) if kinds is None or r.kind in kinds else None) async for r in records),
+        limit,
     )
     return JSONResponse(cursor_page(page[0], limit=limit, next_position=page[1], order=order))
 
 
 async def _stream_page(
-    items: AsyncIterator[tuple[str, dict[str, Any] | None]], limit: int
+    items: AsyncIterator[tuple[Position, dict[str, Any] | None]], limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Up to ``limit`` kept items (None: filtered out) of a stream walk, and the position to go on from."""
     data: list[dict[str, Any]] = []
     scanned = 0
-    async for stream_id, item in items:
+    async for position, item in items:
         scanned += 1
         if item is not None:
             data.append(item)
         if len(data) >= limit or scanned >= MAX_SCAN_FRAMES:
-            return data, Position(stream_id).encode()
+            return data, position.encode()
     return data, None
 
 
@@ -273,13 +275,17 @@ async def list_events(request: Request) -> JSONResponse:
         return event if matches else None
 
     events = _reader(request).events(
-        principal.org_id, start_ms=start, end_ms=end, order=order, after=position.stream_id if position else None
+        principal.org_id, start_ms=start, end_ms=end, order=order, after=position, device_id=wanted_device
     )
-    page = await _stream_page(((sid, keep(_event(sid, fields))) async for sid, fields in events), limit)
+    merged = len(stream_keys.org_event_streams(principal.org_id)) > 1
+    page = await _stream_page(((at, keep(_event(at, fields, merged))) async for at, fields in events), limit)
     return JSONResponse(cursor_page(page[0], limit=limit, next_position=page[1], order=order))
 
 
-def _event(stream_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
+def _event(position: Position, fields: dict[bytes, bytes], merged: bool) -> dict[str, Any]:
+    """An entry of the event log as ``GET /events`` lists it. Its id is its entry id, and with several
+    streams in the log (partitions) ``<entry id>/<stream index>``, which two streams cannot share."""
+    stream_id = position.stream_id
     kind = fields[b"e"].decode()
     raw = fields[b"f"]
     payload: Any = FrameRecord(stream_id, "event", 0, fields[b"b"] == b"1", raw).content()
@@ -288,7 +294,7 @@ def _event(stream_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
     else:
         data = {k: v for k, v in payload.items() if k not in ("type", "device_id")} if isinstance(payload, dict) else {}
     return {
-        "id": stream_id,
+        "id": position.encode() if merged else stream_id,
         "type": kind,
         "device_id": fields[b"d"].decode(),
         "created_at": iso_ms(int(stream_id.split("-", 1)[0])),

@@ -89,7 +89,11 @@ MESSAGES_PAGE = cursor_list(MESSAGE)
 
 EVENT: Schema = obj(
     {
-        "id": {"type": "string"},
+        "id": {
+            "type": "string",
+            "description": "the event's place in the log: its stream id, or `<stream id>/<stream>` when the "
+            "organization's log is partitioned (TELEHUB_PARTITIONS above 1)",
+        },
         "type": {"type": "string", "examples": ["device.online"]},
         "device_id": {"type": "string"},
         "created_at": TIMESTAMP,

@@ -30,6 +30,7 @@ from hub import keys
 from hub.clock import now_ms
 from hub.commands.store import CommandStore
 from hub.redis_client import StrRedis
+from ingest import stream_keys
 from ingest.frames import CommandResultFrame
 from ingest.ports import DeviceIdentity
 from ingest.session import DeviceSession
@@ -138,7 +139,7 @@ class Commands:
         """Tell the process that holds ``device``'s connection (``node``, read when not given) that it has
         commands to write, if any does."""
         if node is None:
-            node = await self.redis.hget(keys.device(device.org_id, device.device_id), "node")
+            node = await self.redis.hget(stream_keys.device_state(device.org_id, device.device_id), "node")
         if not node:
             return
         if node == self.node_id:

@@ -76,15 +76,17 @@ local function publish(status)
 end
 """
 
-# KEYS: hash, device stream, org stream, events, queue, device index, org sequence, device record.
+# KEYS: hash, device stream, org stream, events, queue, device index, org sequence, device record, and the
+# device's state hash when it is in the same slot (one partition: ingest/stream_keys.py).
 # ARGV: deadline member (unused), now ms, events min id, now ISO, command id, device, command, params JSON,
 # timeout_s, ttl_s, expires_at ISO, the most queued commands a device may have. Returns {the fields, the process
-# holding the device's connection or ''}, or 'no_device' or 'queue_full'.
+# holding the device's connection or '' (always '' without the state hash)}, or 'no_device' or 'queue_full'.
 _CREATE = (
     _PUBLISH
     + """
-local node = redis.call('HMGET', KEYS[8], 'id', 'node')
-if not node[1] then return 'no_device' end
+if redis.call('HEXISTS', KEYS[8], 'id') == 0 then return 'no_device' end
+local node = KEYS[9] and redis.call('HGET', KEYS[9], 'node') or ''
+if not node then node = '' end
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[12]) then return 'queue_full' end
 local score = redis.call('INCR', KEYS[7])
 redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'command', ARGV[7], 'params', ARGV[8],
@@ -92,7 +94,7 @@ redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'comman
   'expires_at', ARGV[11], 'seq', score)
 redis.call('ZADD', KEYS[6], score, ARGV[5])
 redis.call('ZADD', KEYS[5], score, ARGV[5])
-return {publish('queued'), node[2] or ''}
+return {publish('queued'), node}
 """
 )
 
@@ -210,7 +212,7 @@ class CommandStore:
             keys.command(org_id, command_id),
             device_commands(org_id, device_id),
             org_commands(org_id),
-            stream_keys.org_events(org_id),
+            stream_keys.org_log(org_id),
             keys.command_queue(org_id, device_id),
         ]
 
@@ -231,6 +233,11 @@ class CommandStore:
     ) -> tuple[dict[str, str], str]:
         """The command's fields, and the process that holds the device's connection ('' if none)."""
         member = deadline_member(org_id, device_id, command_id)
+        # With one partition the device's state shares the command's slot and the script reads its node; else
+        # it is read after the script (not in its pipeline: on a cluster, nodes run their parts in any order,
+        # and a node read before the command is queued could miss a connection that read the queue before too).
+        state = stream_keys.device_state(org_id, device_id)
+        same_slot = stream_keys.partitions() == 1
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(DEADLINES, {member: now + ttl_s * 1000})
             await self._create(
@@ -239,6 +246,7 @@ class CommandStore:
                     keys.device_command_index(org_id, device_id),
                     keys.command_sequence(org_id),
                     keys.device(org_id, device_id),
+                    *([state] if same_slot else []),
                 ],
                 args=[
                     *self._head(org_id, device_id, command_id, now),
@@ -259,7 +267,8 @@ class CommandStore:
             if reply == "no_device":
                 raise NoDevice(f"no device {device_id}")
             raise QueueFull(f"device {device_id} has {MAX_QUEUED} commands queued already")
-        return _fields(reply[0]), str(reply[1])
+        node = str(reply[1]) if same_slot else await self.redis.hget(state, "node") or ""
+        return _fields(reply[0]), node
 
     async def transition(
         self,

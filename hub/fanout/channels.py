@@ -16,8 +16,10 @@ subscribe at all (the WebSocket endpoint enforces that; nothing here looks at ro
 
 Streams: a pattern whose device level is literal (``devices/boiler-7/telemetry``, ``devices/boiler-7/#``)
 reads that device's streams; one with a wildcard there (``devices/+/telemetry``, ``#``) and ``alerts`` read
-the organization's stream of each kind it spans. ``Pattern.sources`` lists them; a message's ``offset`` is
-the id of the entry in the stream it was read from.
+the organization's stream of each kind it spans: for telemetry, aggregates and events one per partition of
+the organization's devices (ingest/stream_keys.py), whose labels in composite positions are then
+``<kind>.<partition>`` (``telemetry.3``) when there are several. ``Pattern.sources`` lists them; a message's
+``offset`` is the id of the entry in the stream it was read from.
 """
 
 from __future__ import annotations
@@ -123,26 +125,34 @@ class Source:
     device_id: str | None = None
     # Aggregates only: the resolution label (``1m``).
     resolution: str | None = None
+    # The organization's stream of a partitioned kind (telemetry, aggregates, events): which partition.
+    partition: int | None = None
 
     @property
     def label(self) -> str:
         """The stream's name inside one subscription: its kind, ``aggregates/<resolution>`` for aggregates
-        (a channel's levels after the device id; ``alerts`` for alerts). Composite offsets use it."""
-        return f"aggregates/{self.resolution}" if self.kind == "aggregates" else self.kind
+        (a channel's levels after the device id; ``alerts`` for alerts), then ``.<partition>`` for one of
+        several partitions. Composite offsets use it."""
+        label = f"aggregates/{self.resolution}" if self.kind == "aggregates" else self.kind
+        if self.partition is not None and stream_keys.partitions() > 1:
+            return f"{label}.{self.partition}"
+        return label
 
     @property
     def key(self) -> str:
         """The Redis stream key. A device's telemetry is its frames stream (other frame kinds are skipped)."""
-        org, device, kind = self.org_id, self.device_id, self.kind
+        org, device, kind, partition = self.org_id, self.device_id, self.kind, self.partition or 0
         if kind == "telemetry":
-            return stream_keys.org_telemetry(org) if device is None else stream_keys.device_frames(org, device)
+            if device is None:
+                return stream_keys.org_telemetry(org, partition)
+            return stream_keys.device_frames(org, device)
         if kind == "aggregates":
             resolution = self.resolution or ""
             if device is None:
-                return stream_keys.org_aggregates(org, resolution)
+                return stream_keys.org_aggregates(org, resolution, partition)
             return stream_keys.device_aggregates(org, device, resolution)
         if kind == "events":
-            return stream_keys.org_events(org) if device is None else stream_keys.device_events(org, device)
+            return stream_keys.org_events(org, partition) if device is None else stream_keys.device_events(org, device)
         if kind == "commands":
             return org_commands(org) if device is None else device_commands(org, device)
         return org_alerts(org)
@@ -189,15 +199,19 @@ class Pattern:
         """The streams a reader must follow for this pattern; ``resolutions`` are the configured aggregate
         resolutions, read when the resolution level is a wildcard."""
         device = self.device_id
+        # A wildcard device level reads every partition of the organization's telemetry, aggregates and events.
+        partitions: Iterable[int | None] = range(stream_keys.partitions()) if device is None else (None,)
         found: set[Source] = set()
         for kind in self.kinds:
             if kind == "alerts":
                 found.add(Source(org_id, kind))
+            elif kind == "commands":
+                found.add(Source(org_id, kind, device))
             elif kind == "aggregates":
                 for resolution in (self.resolution,) if self.resolution else resolutions:
-                    found.add(Source(org_id, kind, device, resolution))
+                    found.update(Source(org_id, kind, device, resolution, p) for p in partitions)
             else:
-                found.add(Source(org_id, kind, device))
+                found.update(Source(org_id, kind, device, None, p) for p in partitions)
         return frozenset(found)
 
 

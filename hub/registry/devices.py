@@ -1,9 +1,11 @@
 """Devices of an organization: the registry record, its creation-ordered indexes, and the list filters.
 
 A device is one Redis hash (``keys.device``) listed in two sorted sets scored by a per-org creation number:
-all of the org's devices, and the devices of its type. ``status`` and ``last_seen`` live in the hash so the
-ingest layer can mark a device online with one HSET; the ``status`` and ``q`` filters read the hashes in
-pipelined batches. Another organization's device id is simply a key that does not exist: 404.
+all of the org's devices, and the devices of its type. ``status`` and ``last_seen`` live in the device's state
+hash (``stream_keys.device_state``), in its partition, where hub/presence.py writes them with its events; it is
+made right after the record and removed right after it (a store older than state hashes has them in the
+record: read from there when there is no state). The ``status`` and ``q`` filters read the hashes in pipelined
+batches. Another organization's device id is simply a key that does not exist: 404.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hub.errors import Conflict, NotFound
 from hub.redis_client import StrRedis
 from hub.registry.device_keys import DeviceKeys
 from hub.registry.records import iso_field, page_ids
+from ingest.stream_keys import device_state
 
 __all__ = [
     "DEVICE_ID_PATTERN",
@@ -79,8 +82,6 @@ class Devices:
         record = {
             **stored,
             "id": device_id,
-            "status": "offline",
-            "last_seen": "",
             "created_at": now,
             "updated_at": now,
         }
@@ -96,13 +97,22 @@ class Devices:
         )
         if not created:
             raise Conflict(f"a device with id {device_id!r} already exists", code="device_exists")
-        return _public(record)
+        state = {"status": "offline", "last_seen": ""}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            # A deleted device of the same id may have left a state behind (a presence write racing its delete).
+            pipe.delete(device_state(org_id, device_id))
+            pipe.hset(device_state(org_id, device_id), mapping=state)
+            await pipe.execute()
+        return _public({**record, **state})
 
     async def get(self, org_id: str, device_id: str) -> dict[str, Any]:
-        record = await self.redis.hgetall(keys.device(org_id, device_id))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.device(org_id, device_id))
+            pipe.hgetall(device_state(org_id, device_id))
+            record, state = await pipe.execute()
         if "id" not in record:
             raise NotFound(f"no device {device_id}")
-        return _public(record)
+        return _public(_with_state(record, state))
 
     async def list(
         self,
@@ -124,8 +134,10 @@ class Devices:
         async with self.redis.pipeline(transaction=False) as pipe:
             for device_id in ids:
                 pipe.hgetall(keys.device(org_id, device_id))
-            records = await pipe.execute()
-        return [_public(r) for r in records if "id" in r], total
+                pipe.hgetall(device_state(org_id, device_id))
+            replies = await pipe.execute()
+        pairs = zip(replies[::2], replies[1::2], strict=True)
+        return [_public(_with_state(record, state)) for record, state in pairs if "id" in record], total
 
     async def update(self, org_id: str, device_id: str, changes: DeviceFields) -> dict[str, Any]:
         """Apply a partial update atomically (moving the device between type indexes); 404 when it is gone."""
@@ -148,7 +160,7 @@ class Devices:
             pipe.hgetall(key)
 
         results = await self.redis.transaction(apply, key)
-        return _public(results[-1])
+        return _public(_with_state(results[-1], await self.redis.hgetall(device_state(org_id, device_id))))
 
     async def delete(self, org_id: str, device_id: str) -> None:
         """Remove the device from every index; its key dies with its hash, and its connection is closed."""
@@ -166,6 +178,7 @@ class Devices:
             return digest_seen
 
         digest = await self.redis.transaction(remove, key, value_from_callable=True)
+        await self.redis.delete(device_state(org_id, device_id))
         if digest:
             await self.redis.delete(keys.device_key_by_digest(digest))
         await self.device_keys.announce_revoked(org_id, device_id)
@@ -190,16 +203,27 @@ async def _matching_ids(
         async with redis.pipeline(transaction=False) as pipe:
             for device_id in batch:
                 pipe.hmget(keys.device(org_id, device_id), "name", "status")
+                pipe.hget(device_state(org_id, device_id), "status")
             rows = await pipe.execute()
-        for device_id, (name, device_status) in zip(batch, rows, strict=True):
+        for device_id, (name, recorded_status), state_status in zip(batch, rows[::2], rows[1::2], strict=True):
             if name is None:
                 continue
+            device_status = state_status or recorded_status
             if status is not None and (device_status or "offline") != status:
                 continue
             if needle is not None and needle not in name.casefold():
                 continue
             matching.append(device_id)
     return matching
+
+
+def _with_state(record: dict[str, str], state: Mapping[str, str]) -> dict[str, str]:
+    """The record with the state hash's ``status`` and ``last_seen`` (a record from before state hashes keeps
+    its own when there is no state)."""
+    if "status" in state:
+        record["status"] = state["status"]
+        record["last_seen"] = state.get("last_seen", "")
+    return record
 
 
 def _encode(fields: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:

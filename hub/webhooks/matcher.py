@@ -43,7 +43,6 @@ from hub.webhooks.events import (
 )
 from hub.webhooks.queue import Delivery, DeliveryQueue
 from hub.webhooks.store import GROUP, Hook, WebhookStore
-from ingest import stream_keys
 
 __all__ = ["EventMatcher"]
 
@@ -81,7 +80,8 @@ class OrgReader:
 
     org_id: str
     positions: dict[str, str] = field(default_factory=dict)
-    coalescer: TelemetryCoalescer | None = None
+    # Per telemetry stream read (one per partition: a device is in one, so its per-second buckets are too).
+    coalescers: dict[str, TelemetryCoalescer] = field(default_factory=dict)
 
 
 def _text(value: Any) -> str:
@@ -144,11 +144,11 @@ class EventMatcher:
         if added:
             await self.store.ensure_groups(org_id, added)
         reader.positions = {s: reader.positions.get(s, HISTORY) for s in wanted}
-        telemetry = stream_keys.org_telemetry(org_id)
-        if telemetry not in wanted:
-            reader.coalescer = None
-        elif reader.coalescer is None:
-            reader.coalescer = TelemetryCoalescer(org_id, telemetry)
+        reader.coalescers = {
+            stream: reader.coalescers.get(stream) or TelemetryCoalescer(org_id, stream)
+            for stream, kind in wanted.items()
+            if kind == "telemetry"
+        }
         return reader
 
     # Reading.
@@ -209,15 +209,16 @@ class EventMatcher:
             await asyncio.sleep(POLL_S)
 
     async def _match(self, reader: OrgReader, entries: list[tuple[str, str, dict[bytes, bytes]]]) -> None:
-        coalescer = reader.coalescer
-        if not entries and (coalescer is None or not coalescer.buckets):
+        coalescers = reader.coalescers
+        if not entries and not any(c.buckets for c in coalescers.values()):
             return
         org_id = reader.org_id
         hooks = await self.store.hooks(org_id)
         deliveries: list[Delivery] = []
         done: dict[str, list[str]] = defaultdict(list)
         for stream, entry_id, fields in entries:
-            if coalescer is not None and stream == coalescer.source:
+            coalescer = coalescers.get(stream)
+            if coalescer is not None:
                 if fields and b"d" in fields and _wanted(hooks, "data.received", entry_ms(entry_id)):
                     coalescer.add(fields[b"d"].decode(), entry_id)
                 else:
@@ -227,7 +228,7 @@ class EventMatcher:
             if event is not None:
                 deliveries += _deliveries(org_id, hooks, event)
             done[stream].append(entry_id)
-        if coalescer is not None:
+        for coalescer in coalescers.values():
             for bucket in coalescer.closed(now_ms()):
                 deliveries += _deliveries(org_id, hooks, coalescer.event(bucket))
                 done[coalescer.source] += bucket.entries

@@ -166,11 +166,14 @@ class WebhookStore:
 
     def sources(self, org_id: str, kind: SourceKind) -> list[str]:
         """The stream keys events of ``kind`` are read from."""
+        partitions = range(stream_keys.partitions())
         if kind == "events":
-            return [stream_keys.org_events(org_id)]
+            return stream_keys.org_event_streams(org_id)
         if kind == "telemetry":
-            return [stream_keys.org_telemetry(org_id)]
-        return [stream_keys.org_aggregates(org_id, resolution) for resolution in self.resolutions]
+            return [stream_keys.org_telemetry(org_id, p) for p in partitions]
+        return [
+            stream_keys.org_aggregates(org_id, resolution, p) for resolution in self.resolutions for p in partitions
+        ]
 
     async def ensure_groups(
         self, org_id: str, kinds: Iterable[SourceKind], *, fresh: Iterable[SourceKind] = ()

@@ -7,6 +7,7 @@ import ast
 import asyncio
 import subprocess
 import sys
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from clients.backoff import Backoff
 from clients.errors import FrameRejected
 from clients.frames import columns_frame, command_result_frame, event_frame, telemetry_frame, timestamp_ms
-from clients.positions import Position, channel_label, matches
+from clients.positions import Position, channel_label, matches, message_label
 from clients.seqstate import SeqState
 from clients.urls import api_url, websocket_url
 from clients.window import FrameWindow
@@ -224,6 +225,24 @@ def test_messages_of_one_entry_are_each_taken_once_and_a_second_copy_is_dropped(
     kept = Position.from_since("7-0", "E")
     assert not kept.advance("devices/a/telemetry", "7-0", "E", 0)
     assert kept.advance("devices/a/telemetry", "7-1", "E", 0)
+
+
+def test_partitioned_positions_move_the_part_of_the_messages_device_partition() -> None:
+    labels = {f"telemetry.{p}": f"{p + 1}-0" for p in range(3)} | {"commands": "4-0"}
+    offset = ",".join(f"{label}={value}" for label, value in sorted(labels.items()))
+    epoch = ",".join(f"{label}=E" for label in sorted(labels))
+    position = Position()
+    position.replied(offset, epoch, recovered=False)
+    part = zlib.crc32(b"boiler-7") % 3
+    assert message_label("devices/boiler-7/telemetry", {"telemetry": 3}) == f"telemetry.{part}"
+    assert position.advance("devices/boiler-7/telemetry", "9-0", "E")
+    assert position.advance("devices/boiler-7/commands", "10-0", "E")
+    moved = dict(item.split("=") for item in position.since()["offset"].split(","))
+    assert moved == {**labels, f"telemetry.{part}": "9-0", "commands": "10-0"}
+    # A kept since knows the partitions too: the entry read is not taken again, a later one is.
+    kept = Position.from_since(position.since()["offset"], position.since()["epoch"])
+    assert not kept.advance("devices/boiler-7/telemetry", "9-0", "E")
+    assert kept.advance("devices/boiler-7/telemetry", "9-1", "E")
 
 
 def test_plain_positions() -> None:

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from clients.positions import message_label
+from hub import slot_reads
 from hub.fanout.channels import (
     InvalidChannel,
     Pattern,
@@ -206,23 +208,57 @@ def test_exact_device_channels_read_the_device_streams() -> None:
 
 
 def test_wildcard_device_level_reads_the_org_streams() -> None:
+    stream_keys.use_partitions(1)
+
     def sources(text: str) -> set[str]:
         return {s.key for s in parse_pattern(text).sources("org_a", RESOLUTIONS)}
 
-    assert sources("devices/+/telemetry") == {stream_keys.org_telemetry("org_a")}
-    assert sources("devices/+/aggregates/1m") == {stream_keys.org_aggregates("org_a", "1m")}
-    assert sources("devices/+/aggregates/+") == {stream_keys.org_aggregates("org_a", r) for r in RESOLUTIONS}
+    assert sources("devices/+/telemetry") == {"th:{org_a}:telemetry"}
+    assert sources("devices/+/aggregates/1m") == {"th:{org_a}:aggregates:1m"}
+    assert sources("devices/+/aggregates/+") == {stream_keys.org_aggregates("org_a", r, 0) for r in RESOLUTIONS}
     every = {
-        stream_keys.org_telemetry("org_a"),
-        stream_keys.org_events("org_a"),
+        stream_keys.org_telemetry("org_a", 0),
+        stream_keys.org_events("org_a", 0),
         org_commands("org_a"),
         org_alerts("org_a"),
-        *(stream_keys.org_aggregates("org_a", r) for r in RESOLUTIONS),
+        *(stream_keys.org_aggregates("org_a", r, 0) for r in RESOLUTIONS),
     }
     assert sources("#") == every
     assert sources("+/#") == every
     assert sources("devices/+/#") == every - {org_alerts("org_a")}
     assert sources("+") == sources("alerts/#") == {org_alerts("org_a")}
+    assert {s.label for s in parse_pattern("#").sources("org_a", RESOLUTIONS)} == {
+        "telemetry",
+        "events",
+        "commands",
+        "alerts",
+        *(f"aggregates/{r}" for r in RESOLUTIONS),
+    }
+
+
+def test_with_partitions_a_wildcard_device_level_reads_every_partition_and_labels_them() -> None:
+    stream_keys.use_partitions(4)
+    pattern = parse_pattern("devices/+/#")
+    found = pattern.sources("org_a", ("1m",))
+    assert {s.key for s in found} == {
+        *(f"th:{{org_a.{p}}}:{kind}" for p in range(4) for kind in ("telemetry", "events", "aggregates:1m")),
+        org_commands("org_a"),
+    }
+    assert {s.label for s in found} == {
+        *(f"{kind}.{p}" for p in range(4) for kind in ("telemetry", "events", "aggregates/1m")),
+        "commands",
+    }
+    # A literal device level reads the device's own streams, in its partition's slot.
+    partition = stream_keys.partition_of("b7")
+    assert {s.key for s in parse_pattern("devices/b7/telemetry").sources("org_a", ("1m",))} == {
+        f"th:{{org_a.{partition}}}:frames:b7"
+    }
+    assert {s.label for s in parse_pattern("devices/b7/#").sources("org_a", ("1m",))} == {
+        "telemetry",
+        "events",
+        "commands",
+        "aggregates/1m",
+    }
 
 
 def test_wildcard_kind_with_literal_device_reads_that_device_only() -> None:
@@ -233,11 +269,29 @@ def test_wildcard_kind_with_literal_device_reads_that_device_only() -> None:
         Source("org_a", "events", "b7"),
         Source("org_a", "commands", "b7"),
     }
-    assert all(source.key.startswith("th:{org_a}:") for source in found)
+    tag = stream_keys.partition_tag("org_a", stream_keys.partition_of("b7"))
+    assert {slot_reads.hash_part(source.key) for source in found} == {tag, "org_a"}
 
 
 @pytest.mark.parametrize("text", ["#", "devices/+/#", "+/+/telemetry", "devices/b7/#", "alerts"])
 def test_sources_stay_in_the_callers_org(text: str) -> None:
     for source in parse_pattern(text).sources("org_b", RESOLUTIONS):
         assert source.org_id == "org_b"
-        assert source.key.startswith("th:{org_b}:")
+        tags = {"org_b", *(stream_keys.partition_tag("org_b", p) for p in range(stream_keys.partitions()))}
+        assert slot_reads.hash_part(source.key) in tags, source.key
+
+
+def test_the_clients_label_a_message_as_the_hub_labels_the_stream_it_came_from() -> None:
+    stream_keys.use_partitions(8)
+    labels = {"telemetry": 8, "events": 8, "aggregates/1m": 8}
+    for number in range(300):
+        device = f"dev-{number}.x_{number * 7919}"
+        read = parse_pattern(f"devices/{device}/#").sources("org_a", ("1m",))
+        for source in parse_pattern("devices/+/#").sources("org_a", ("1m",)):
+            if source.kind == "commands":
+                continue
+            channel_levels = "aggregates/1m" if source.kind == "aggregates" else source.kind
+            own = next(s for s in read if s.label == channel_levels)
+            if source.partition == stream_keys.partition_of(device):
+                assert message_label(f"devices/{device}/{channel_levels}", labels) == source.label
+                assert stream_keys.partition_tag("org_a", source.partition) in own.key

@@ -22,6 +22,7 @@ from hub.fanout.messages import (
     referenced_telemetry_messages,
     telemetry_messages,
 )
+from ingest.history import Position
 
 NOW = 1_763_800_000_000
 ENTRY = f"{NOW + 7}-0".encode()  # as redis-py returns ids with decode_responses=False
@@ -205,7 +206,7 @@ def test_presence_events_match_the_rest_shape(kind: str) -> None:
         "devices/b7/events",
         {"type": kind, "device_id": "b7", "created_at": "2025-11-22T08:26:40.007Z", "data": {"ts": NOW}},
     )
-    assert message.data == without_id(rest_event(ENTRY.decode(), fields))
+    assert message.data == without_id(rest_event(Position(ENTRY.decode()), fields, merged=False))
 
 
 def test_device_event_frames_match_the_rest_shape(binary: bool) -> None:
@@ -219,7 +220,7 @@ def test_device_event_frames_match_the_rest_shape(binary: bool) -> None:
         "created_at": "2025-11-22T08:26:40.007Z",
         "data": {"name": "door_opened", "data": {"by": "x", "n": [1, 2]}, "ts": NOW, "seq": 4},
     }
-    assert message.data == without_id(rest_event(ENTRY.decode(), fields))
+    assert message.data == without_id(rest_event(Position(ENTRY.decode()), fields, merged=False))
 
 
 def test_non_device_events_have_no_device_events_channel() -> None:

@@ -11,6 +11,7 @@ import pytest
 from hub.fanout import registry
 from hub.fanout.channels import Kind, Source, parse_pattern
 from hub.fanout.registry import Encoding, Hub, Outgoing
+from ingest import stream_keys
 
 RESOLUTIONS = ("1s", "1m", "1h")
 
@@ -158,12 +159,13 @@ def test_an_encoding_nobody_uses_is_not_encoded(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_sources_follow_first_and_last_subscription() -> None:
+    stream_keys.use_partitions(1)  # one org telemetry stream
     added: list[Source] = []
     removed: list[Source] = []
     hub = Hub(resolutions=("1m",), on_source_added=added.append, on_source_removed=removed.append)
     one, two = Dashboard("1"), Dashboard("2")
     frames_b7 = Source("org_a", "telemetry", "b7")
-    org_telemetry = Source("org_a", "telemetry")
+    org_telemetry = Source("org_a", "telemetry", partition=0)
     subscribe(hub, one, "org_a", "devices/b7/telemetry")
     subscribe(hub, two, "org_a", "devices/b7/telemetry", "devices/+/telemetry")
     assert added == [frames_b7, org_telemetry] and hub.sources() == {frames_b7, org_telemetry}

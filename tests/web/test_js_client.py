@@ -4,6 +4,7 @@ cannot replay reported as such, an iterator's bounded buffer, and errors carryin
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,36 @@ async def test_positions_match_wildcards_and_round_trip_composite_offsets(
     assert checks["took"] == [True, True, False, False]
     assert checks["since"]["offset"] == "aggregates/1m=5-0,telemetry=9-0"
     assert checks["replayedAgain"] is False, "a kept since covers its whole entry"
+
+
+async def test_partitioned_positions_move_the_part_of_the_devices_partition(
+    web_hub: ServeProcess, page: tuple[Page, PageLog]
+) -> None:
+    browser_page, _ = page
+    await browser_page.goto(web_hub.url + "/")
+    devices = ["boiler-7", "a", "pump.3_x", "Z" * 64]
+    checks = await browser_page.evaluate(
+        """async (devices) => {
+             const { crc32, messageLabel, Position } = await import("/static/build/telehub.js");
+             const position = new Position();
+             position.replied("commands=1-0,telemetry.0=1-0,telemetry.1=2-0,telemetry.2=3-0",
+                              "commands=E,telemetry.0=E,telemetry.1=E,telemetry.2=E", false);
+             const took = position.advance("devices/boiler-7/telemetry", "9-0", "E", 0);
+             const kept = Position.fromSince(position.since());
+             return {
+               crcs: devices.map((d) => crc32(d)),
+               labels: devices.map((d) => messageLabel(`devices/${d}/aggregates/1m`, new Map([["aggregates/1m", 8]]))),
+               took, since: position.since().offset,
+               again: kept.advance("devices/boiler-7/telemetry", "9-0", "E", 0),
+             };
+           }""",
+        devices,
+    )
+    assert checks["crcs"] == [zlib.crc32(d.encode()) for d in devices]
+    assert checks["labels"] == [f"aggregates/1m.{zlib.crc32(d.encode()) % 8}" for d in devices]
+    part = zlib.crc32(b"boiler-7") % 3
+    expected = {"commands": "1-0", "telemetry.0": "1-0", "telemetry.1": "2-0", "telemetry.2": "3-0"}
+    expected[f"telemetry.{part}"] = "9-0"
+    assert checks["took"] is True
+    assert checks["since"] == ",".join(f"{label}={value}" for label, value in sorted(expected.items()))
+    assert checks["again"] is False, "a kept since knows the partitions"
