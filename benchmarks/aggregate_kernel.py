@@ -27,7 +27,6 @@ import argparse
 import itertools
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import show_written
+from benchmarks.report import benchmark_command, show_written
 
 __all__ = ["run"]
 
@@ -397,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(SINGLE_THREAD_ENV)
         print("\n".join(_kernel_figures()), end="\n\n")
     result = run(args.runs, args.seconds)
-    command = shlex.join(["python", "-m", "benchmarks", "aggregate-kernel", *(sys.argv[2:] if argv is None else argv)])
+    command = benchmark_command("aggregate-kernel", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import datetime as dt
 import functools
-import shlex
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from benchmarks.harness import DEFAULT_RESULTS_DIR, summarize
 from benchmarks.loadgen import LoadSession, raise_open_files_limit
 from benchmarks.loadrun import _cpu_by_pid
 from benchmarks.recovery_clients import open_connection
-from benchmarks.report import show_written
+from benchmarks.report import benchmark_command, show_written
 from benchmarks.servers import RunningTarget
 
 __all__ = ["CommandMismatch", "CommandsOptions", "main", "percentile", "run"]
@@ -356,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     except CommandMismatch as exc:
         print(f"commands: a command did not go as the contract says, nothing reported: {exc}", file=sys.stderr)
         return 1
-    command = shlex.join(["python", "-m", "benchmarks", "commands", *(sys.argv[1:] if argv is None else argv)])
+    command = benchmark_command("commands", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0

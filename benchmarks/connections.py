@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import shlex
 import sys
 import tempfile
 import time
@@ -69,7 +68,7 @@ from benchmarks.connections_servers import (
 from benchmarks.harness import CPUS, DEFAULT_RESULTS_DIR, summarize
 from benchmarks.loadgen import raise_open_files_limit
 from benchmarks.loadrun import PACKAGE_ROOT
-from benchmarks.report import show_written
+from benchmarks.report import benchmark_command, show_written
 
 __all__ = ["KINDS", "TARGETS", "ConnectionsOptions", "main", "run"]
 
@@ -321,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     # The servers started from here inherit the limit (telehub serve does not raise its own).
     raise_open_files_limit()
     result = run(options)
-    command = shlex.join(["python", "-m", "benchmarks", "connections", *(sys.argv[1:] if argv is None else argv)])
+    command = benchmark_command("connections", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0 if all(t["runs"] and "error" not in t for t in result["targets"]) else 1

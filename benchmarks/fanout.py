@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
-import shlex
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from benchmarks import fanout_peers
 from benchmarks.fanout_report import write_results
 from benchmarks.fanout_run import LoadGenerator, LoadShape, add_load_options, load_generator
 from benchmarks.harness import DEFAULT_RESULTS_DIR, summarize
-from benchmarks.report import show_written
+from benchmarks.report import benchmark_command, show_written
 
 __all__ = ["FanoutOptions", "Search", "main", "run", "search"]
 
@@ -387,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         results_dir=args.results_dir,
     )
     result = run(options)
-    command = shlex.join(["python", "-m", "benchmarks", "fanout", *(sys.argv[2:] if argv is None else argv)])
+    command = benchmark_command("fanout", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0 if all(t["runs"] for t in result["targets"]) else 1

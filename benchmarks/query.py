@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import datetime as dt
 import math
-import shlex
 import statistics
 import sys
 import tempfile
@@ -55,7 +54,7 @@ from benchmarks.query_load import (
     truth,
 )
 from benchmarks.query_report import p99_index, write_results
-from benchmarks.report import show_written
+from benchmarks.report import benchmark_command, show_written
 
 __all__ = ["WrongAnswers", "main", "run"]
 
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     except WrongAnswers as exc:
         print(f"query: the answers are wrong, nothing reported: {exc}", file=sys.stderr)
         return 1
-    command = shlex.join(["python", "-m", "benchmarks", "query", *(sys.argv[2:] if argv is None else argv)])
+    command = benchmark_command("query", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0

@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import datetime as dt
 import functools
-import shlex
 import sys
 import tempfile
 import time
@@ -58,7 +57,7 @@ from benchmarks.loadgen import LoadSession, raise_open_files_limit
 from benchmarks.loadrun import _cpu_by_pid
 from benchmarks.recovery_clients import CountedDevice, Received, RecordingDashboard, frame_book, open_connection
 from benchmarks.recovery_report import write_results
-from benchmarks.report import show_written
+from benchmarks.report import benchmark_command, show_written
 from benchmarks.servers import RunningTarget
 from hub.fanout.broker import offset_key
 
@@ -455,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReplayMismatch as exc:
         print(f"recovery: the replay is not what was missed, nothing reported: {exc}", file=sys.stderr)
         return 1
-    command = shlex.join(["python", "-m", "benchmarks", "recovery", *(sys.argv[1:] if argv is None else argv)])
+    command = benchmark_command("recovery", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0

@@ -8,8 +8,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shlex
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +234,12 @@ def save(
         shutil.copyfile(path, latest)
         paths[f"latest_{kind}"] = latest
     return paths
+
+
+def benchmark_command(workload: str, argv: Sequence[str] | None) -> str:
+    """The command that reproduces a run, as its results print it: ``python -m benchmarks <workload>`` and the
+    options given (``argv`` from ``python -m benchmarks``; ``sys.argv`` when the module was run directly)."""
+    return shlex.join(["python", "-m", "benchmarks", workload, *(sys.argv[1:] if argv is None else argv)])
 
 
 def show_written(files: dict[str, Path]) -> None:

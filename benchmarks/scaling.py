@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
-import shlex
 import statistics
 import sys
 import tempfile
@@ -413,7 +412,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.report import show_written
+    from benchmarks.report import benchmark_command, show_written
     from benchmarks.scaling_report import write_results
 
     parser = _parser()
@@ -464,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         results_dir=args.results_dir,
     )
     result = run(options)
-    command = shlex.join(["python", "-m", "benchmarks", "scaling", *(sys.argv[1:] if argv is None else argv)])
+    command = benchmark_command("scaling", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0 if all(point["runs"] and "error" not in point for point in result["points"]) else 1

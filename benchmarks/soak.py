@@ -40,7 +40,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import shlex
 import sys
 import tempfile
 import time
@@ -58,7 +57,7 @@ from benchmarks.fanout import FanoutOptions, verdict
 from benchmarks.fanout_run import RATE_DELAY_S, LoadGenerator, LoadShape, _figures, add_load_options, load_generator
 from benchmarks.harness import DEFAULT_RESULTS_DIR
 from benchmarks.loadrun import _cpu_by_pid
-from benchmarks.report import show_written
+from benchmarks.report import benchmark_command, show_written
 from benchmarks.soak_report import judge, write_results
 from hub.embedded_redis import CONNECTION_FILE
 
@@ -338,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         results_dir=args.results_dir,
     )
     result = run(options, lambda line: print(line, flush=True))
-    command = shlex.join(["python", "-m", "benchmarks", "soak", *(sys.argv[2:] if argv is None else argv)])
+    command = benchmark_command("soak", argv)
     files = write_results(result, args.results_dir, command)
     show_written(files)
     return 0 if result["verdict"]["passed"] else 1

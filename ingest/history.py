@@ -20,7 +20,7 @@ from ingest import codec, stream_keys
 from ingest.frames import TelemetryFrame
 from ingest.limits import FrameLimits
 
-__all__ = ["FrameRecord", "HistoryReader", "Position"]
+__all__ = ["FrameRecord", "HistoryReader", "Position", "offset_key"]
 
 Order = Literal["asc", "desc"]
 SCAN_CHUNK = 200
@@ -83,14 +83,22 @@ class FrameRecord:
         return frame if isinstance(frame, TelemetryFrame) else None
 
 
-# A merged stream's next entry: its order key, the stream's index, the entry (id, fields), the stream's walk.
-_Head = tuple[tuple[int, int], int, str, dict[bytes, bytes], AsyncIterator[tuple[str, dict[bytes, bytes]]]]
+def offset_key(offset: str) -> tuple[int, int]:
+    """A stream id as a sortable pair; ValueError for anything else."""
+    ms, _, serial = offset.partition("-")
+    if not ms.isdigit() or (serial and not serial.isdigit()):
+        raise ValueError(f"not a stream offset: {offset!r}")
+    return int(ms), int(serial or 0)
 
 
-def _order_key(stream_id: str, order: Order) -> tuple[int, int]:
-    ms, _, serial = stream_id.partition("-")
-    key = (int(ms), int(serial or 0))
-    return key if order == "asc" else (-key[0], -key[1])
+# A merged stream's next entry: its place in the merge, the stream's index, the entry (id, fields), the walk.
+_Head = tuple[tuple[int, int, int], int, str, dict[bytes, bytes], AsyncIterator[tuple[str, dict[bytes, bytes]]]]
+
+
+def _merge_key(stream_id: str, index: int, order: Order) -> tuple[int, int, int]:
+    """Where an entry of stream ``index`` comes in the merged log: by entry id, then stream index."""
+    ms, serial = offset_key(stream_id)
+    return (ms, serial, index) if order == "asc" else (-ms, -serial, -index)
 
 
 def _resume_after(after: Position | None, index: int, order: Order) -> tuple[str | None, bool]:
@@ -154,16 +162,16 @@ class HistoryReader:
             scan = self._scan(streams[index], start_ms, end_ms, order, *_resume_after(after, index, order))
             first = await anext(scan, None)
             if first is not None:
-                heads.append((_order_key(first[0], order), index, *first, scan))
+                heads.append((_merge_key(first[0], index, order), index, *first, scan))
         while heads:
-            best = min(range(len(heads)), key=lambda i: (heads[i][0], heads[i][1] * (1 if order == "asc" else -1)))
+            best = min(range(len(heads)), key=lambda i: heads[i][0])
             _, index, stream_id, fields, scan = heads[best]
             yield Position(stream_id, index), fields
             following = await anext(scan, None)
             if following is None:
                 del heads[best]
             else:
-                heads[best] = (_order_key(following[0], order), index, *following, scan)
+                heads[best] = (_merge_key(following[0], index, order), index, *following, scan)
 
     async def _scan(
         self,

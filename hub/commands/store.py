@@ -86,7 +86,6 @@ _CREATE = (
     + """
 if redis.call('HEXISTS', KEYS[8], 'id') == 0 then return 'no_device' end
 local node = KEYS[9] and redis.call('HGET', KEYS[9], 'node') or ''
-if not node then node = '' end
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[12]) then return 'queue_full' end
 local score = redis.call('INCR', KEYS[7])
 redis.call('HSET', KEYS[1], 'command_id', ARGV[5], 'device_id', ARGV[6], 'command', ARGV[7], 'params', ARGV[8],

@@ -21,20 +21,13 @@ from typing import Any
 
 from hub import slot_reads
 from hub.fanout.channels import Source
+from ingest.history import offset_key
 from ingest.stream_keys import PREFIX
 
 __all__ = ["Entry", "StreamBroker", "offset_key"]
 
 Fields = dict[bytes, bytes]
 Entry = tuple[str, Fields]
-
-
-def offset_key(offset: str) -> tuple[int, int]:
-    """A stream id as a sortable pair; ValueError for anything else."""
-    ms, _, serial = offset.partition("-")
-    if not ms.isdigit() or (serial and not serial.isdigit()):
-        raise ValueError(f"not a stream offset: {offset!r}")
-    return int(ms), int(serial or 0)
 
 
 def _entries(raw: list[tuple[bytes, Fields]]) -> list[Entry]:
