@@ -29,6 +29,9 @@ async def bootstrap_organization(services: Services) -> str | None:
         return None
     await _wait_while_locked(services)
     if await services.orgs.count() > 0:
+        # The organization may be one another worker made after the wait above and is still giving its admin:
+        # it holds the lock from before making it until after the admin exists.
+        await _wait_while_locked(services)
         return None
     check_password(config.bootstrap_password)
     if not await services.redis.set(BOOTSTRAP_LOCK, "1", nx=True, ex=LOCK_S):

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 
 from hub.auth.principal import Role
-from hub.bootstrap import bootstrap_organization
+from hub.bootstrap import BOOTSTRAP_LOCK, LOCK_S, bootstrap_organization
 from hub.config import HubConfig
 from hub.redis_client import open_redis
 from hub.services import Services
@@ -39,3 +39,34 @@ async def test_workers_starting_together_make_one_admin_and_all_wait_for_it(conf
     finally:
         for redis in clients:
             await redis.aclose()
+
+
+async def test_a_worker_that_finds_the_organization_mid_bootstrap_waits_for_its_admin(config: HubConfig) -> None:
+    """The interleaving that a crowd of workers only meets sometimes, made certain: another worker takes the
+    lock and makes the organization between this one's wait for the lock and its look at the organizations."""
+    config = dataclasses.replace(config, bootstrap_email=EMAIL, bootstrap_password=PASSWORD, bootstrap_org="acme")
+    other, late = open_redis(config.redis_url), open_redis(config.redis_url)
+    first, second = Services.build(config, other), Services.build(config, late)
+    count = second.orgs.count
+
+    async def count_after_the_other_worker_began() -> int:
+        await other.set(BOOTSTRAP_LOCK, "1", ex=LOCK_S)
+        org = await first.orgs.create(name="acme")
+
+        async def finish() -> None:
+            await asyncio.sleep(0.3)
+            await first.users.create(org_id=org["id"], email=EMAIL, password=PASSWORD, role=Role.ADMIN)
+            await other.delete(BOOTSTRAP_LOCK)
+
+        tasks.append(asyncio.get_running_loop().create_task(finish()))
+        return await count()
+
+    tasks: list[asyncio.Task[None]] = []
+    second.orgs.count = count_after_the_other_worker_began  # type: ignore[method-assign]
+    try:
+        assert await bootstrap_organization(second) is None
+        assert await second.users.authenticate(EMAIL, PASSWORD) is not None, "done before the admin existed"
+        await asyncio.gather(*tasks)
+    finally:
+        await other.aclose()
+        await late.aclose()
