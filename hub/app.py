@@ -76,9 +76,9 @@ def create_app(config: HubConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         redis = open_redis(config.redis_url)
-        settling: asyncio.Task[None] | None = None
+        settling: asyncio.Task[str | None] | None = None
         try:
-            settling = await settle_when_reachable(redis, config.partitions)
+            settling = app.state.layout_settling = await settle_when_reachable(redis, config.partitions)
             services = Services.build(config, redis)
             app.state.services = services
             await bootstrap_organization(services)

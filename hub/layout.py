@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from hub import slot_reads
 from hub.config import ConfigError
@@ -19,7 +20,7 @@ from hub.keys import ORGS, PREFIX
 from hub.redis_client import StrRedis
 from ingest import stream_keys
 
-__all__ = ["CLUSTER_PARTITIONS", "LAYOUT", "settle_layout", "settle_when_reachable"]
+__all__ = ["CLUSTER_PARTITIONS", "LAYOUT", "layout_check", "settle_layout", "settle_when_reachable"]
 
 log = logging.getLogger("telehub")
 RETRY_S = 0.5
@@ -28,6 +29,7 @@ LAYOUT = f"{PREFIX}:layout"  # string: P
 # A new store on a cluster: partitions of one organization, enough to spread it over the masters of a
 # typical cluster (3 to 8), few enough that a wildcard subscription's reads stay cheap (one per partition).
 CLUSTER_PARTITIONS = 8
+NOT_SETTLED = "the key layout is not known yet: Redis has not answered since the start"
 
 
 async def settle_layout(redis: StrRedis, requested: int) -> int:
@@ -49,11 +51,12 @@ async def settle_layout(redis: StrRedis, requested: int) -> int:
     return count
 
 
-async def settle_when_reachable(redis: StrRedis, requested: int) -> asyncio.Task[None] | None:
+async def settle_when_reachable(redis: StrRedis, requested: int) -> asyncio.Task[str | None] | None:
     """``settle_layout`` for a starting process, which must come up even while Redis is unreachable (its health
-    says so): None when settled now, else the task that keeps trying. Until it succeeds no key can be named
+    says so): None when settled now, else the task that keeps trying, whose result is None once settled or the
+    refusal when the store turned out to have another layout. Until it succeeds no key can be named
     (``stream_keys.LayoutUnknown``, handled as Redis being unreachable), so nothing is written under a layout
-    the store does not have."""
+    the store does not have. A refusal found at start is raised (the process does not start)."""
     try:
         await settle_layout(redis, requested)
         return None
@@ -63,7 +66,7 @@ async def settle_when_reachable(redis: StrRedis, requested: int) -> asyncio.Task
     return asyncio.get_running_loop().create_task(_settle_later(redis, requested), name="settle-layout")
 
 
-async def _settle_later(redis: StrRedis, requested: int) -> None:
+async def _settle_later(redis: StrRedis, requested: int) -> str | None:
     while True:
         await asyncio.sleep(RETRY_S)
         try:
@@ -72,6 +75,17 @@ async def _settle_later(redis: StrRedis, requested: int) -> None:
             continue
         except ConfigError as exc:
             log.error("telehub: %s; this process stores nothing until it is restarted with a matching setting", exc)
-            return
+            return str(exc)
         log.info("Redis reachable: key layout settled (%d partitions per organization)", stream_keys.partitions())
-        return
+        return None
+
+
+def layout_check(settling: asyncio.Task[str | None] | None) -> dict[str, Any]:
+    """Health: the partitions this process names its keys with, or why it has none yet (Redis not reached since
+    the start), or the refusal that keeps it from storing anything (the store has another layout)."""
+    if settling is not None and settling.done() and not settling.cancelled() and (refusal := settling.result()):
+        return {"status": "unhealthy", "error": refusal}
+    try:
+        return {"status": "healthy", "partitions": stream_keys.partitions()}
+    except stream_keys.LayoutUnknown:
+        return {"status": "unhealthy", "error": NOT_SETTLED}

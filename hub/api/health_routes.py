@@ -16,6 +16,7 @@ from hub import __version__
 from hub.api import schemas
 from hub.api.http import JSONResponse
 from hub.api.spec import operation
+from hub.layout import layout_check
 from hub.services import Services
 
 __all__ = ["metrics_route", "routes"]
@@ -39,6 +40,8 @@ CHECK: schemas.Schema = {
         "devices": {"type": "integer", "minimum": 0},
         "dashboards": {"type": "integer", "minimum": 0},
         "accepting": {"type": "boolean"},
+        # layout
+        "partitions": {"type": "integer", "minimum": 1},
     },
     "required": ["status"],
 }
@@ -109,14 +112,22 @@ def health_reply(checks: dict[str, dict[str, Any]]) -> JSONResponse:
 
 
 @operation(
-    summary="Health of the hub and its parts (Redis, the ingest loop, this process's connections); 503 when unhealthy",
+    summary=(
+        "Health of the hub and its parts (Redis, the key layout, the ingest loop, this process's connections); "
+        "503 when unhealthy"
+    ),
     tag="health",
     responses={200: HEALTH, 503: HEALTH},
     auth=False,
 )
 async def health(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
-    checks = {"redis": await redis_check(services), "ingest": ingest_check(request.app), "hub": hub_check(request.app)}
+    checks = {
+        "redis": await redis_check(services),
+        "layout": layout_check(getattr(request.app.state, "layout_settling", None)),
+        "ingest": ingest_check(request.app),
+        "hub": hub_check(request.app),
+    }
     return health_reply(checks)
 
 
