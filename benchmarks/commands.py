@@ -21,9 +21,16 @@ every command reached its device once; REST shows each idle command ``completed`
 dashboard was sent every command's ``queued``, ``sent`` and ``completed`` changes, each once (a device may answer
 before its command is marked ``sent``; the result then shows ``sent`` before it ends the command).
 
+3. **REST floor** (after telehub, in the same run; ``benchmarks/rest_floor.py``): the same ``--concurrency``
+   connections post the same requests back to back for ``--seconds`` to a Starlette app on uvicorn with
+   ``telehub serve``'s options that only parses the body and answers 202 (no auth, no Redis, no device):
+   requests/s and its CPU per request. What one process of the hub's HTTP stack answers at most; commands/s
+   over it is the share of that ceiling telehub keeps while doing everything else a command is.
+
 Every figure is the median with min-max over ``--runs`` (3). No reference is run: none of BENCHMARKS.md's
 references has device commands with a durable lifecycle (MQTT request/response and NATS request/reply are
-fire-and-forget round trips with nothing stored), so the table stands against the issue's targets.
+fire-and-forget round trips with nothing stored), so the table stands against the issue's targets and the
+REST floor.
 
     python -m benchmarks commands [--runs 3] [--devices 100] [--idle-commands 500] [--seconds 10] [--concurrency 64]
 """
@@ -32,21 +39,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import functools
+import secrets
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from benchmarks import telehub_target
+from benchmarks import rest_floor, telehub_target
 from benchmarks.commands_clients import AnsweringDevice, CommandWatcher, RestConnection
 from benchmarks.fanout_peers import device_ids
 from benchmarks.harness import DEFAULT_RESULTS_DIR, summarize
@@ -73,8 +82,13 @@ SUMMARIZED = (
     "load_ws_p50_ms",
     "load_ws_p99_ms",
     "server_cpu_us_per_command",
+    "hub_cpu_us_per_command",
+    "redis_cpu_us_per_command",
     "client_cpu_us_per_command",
     "server_cores",
+    "floor_requests_per_s",
+    "floor_server_cpu_us_per_request",
+    "floor_client_cpu_us_per_request",
 )
 
 
@@ -99,14 +113,37 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
+@contextlib.asynccontextmanager
+async def open_rest(host: str, port: int, token: str, count: int) -> AsyncIterator[list[RestConnection]]:
+    """``count`` keep-alive REST connections for one phase, closed after it: uvicorn closes a connection left
+    idle for 5 s (its keep-alive timeout), as one kept for the next phase through a long idle phase would be."""
+    loop = asyncio.get_running_loop()
+    connections: list[RestConnection] = []
+    try:
+        for _ in range(count):
+            _, connection = await loop.create_connection(
+                lambda: RestConnection(host=host, port=port, token=token), host, port
+            )
+            connections.append(connection)
+        yield connections
+    finally:
+        for connection in connections:
+            connection.close()
+
+
 @dataclass
 class _Hub:
     """What the measuring coroutines share: the devices, the dashboard, REST connections, the server's pids."""
 
     devices: list[AnsweringDevice]
     watcher: CommandWatcher
-    rest: list[RestConnection]
+    host: str
+    port: int
+    key: str
     server_processes: Callable[[], Mapping[int, str]]
+
+    def rest(self, count: int) -> contextlib.AbstractAsyncContextManager[list[RestConnection]]:
+        return open_rest(self.host, self.port, self.key, count)
 
     def check_delivered(self, posted: int) -> None:
         """Every command posted so far was read by its device once."""
@@ -148,52 +185,57 @@ async def _rest_completed(poller: RestConnection, device: AnsweringDevice, comma
 async def _idle(hub: _Hub, options: CommandsOptions) -> dict[str, list[float]]:
     """One command at a time: the milliseconds from the POST to each moment, per command."""
     times: dict[str, list[float]] = {"accepted": [], "device": [], "ws": [], "rest": []}
-    poster, poller = hub.rest[0], hub.rest[1]
-    for number in range(options.idle_commands):
-        device = hub.devices[number % len(hub.devices)]
-        began = time.perf_counter()
-        command_id, accepted = await _post(poster, device, number)
-        rest_at = await _rest_completed(poller, device, command_id)
-        ws_at = await asyncio.wait_for(hub.watcher.completed.at(command_id), PHASE_TIMEOUT_S)
-        received = device.received.seen[command_id]
-        for name, at in (("accepted", accepted), ("device", received), ("ws", ws_at), ("rest", rest_at)):
-            times[name].append(1000 * (at - began))
-        hub.forget(device, command_id)
+    async with hub.rest(2) as (poster, poller):
+        for number in range(options.idle_commands):
+            device = hub.devices[number % len(hub.devices)]
+            began = time.perf_counter()
+            command_id, accepted = await _post(poster, device, number)
+            rest_at = await _rest_completed(poller, device, command_id)
+            ws_at = await asyncio.wait_for(hub.watcher.completed.at(command_id), PHASE_TIMEOUT_S)
+            received = device.received.seen[command_id]
+            for name, at in (("accepted", accepted), ("device", received), ("ws", ws_at), ("rest", rest_at)):
+                times[name].append(1000 * (at - began))
+            hub.forget(device, command_id)
     return times
 
 
 async def _load(hub: _Hub, options: CommandsOptions) -> dict[str, Any]:
     """``concurrency`` posters, each one command in flight, for settle + seconds: completions in the measured
     span and their round trips, and the CPU spent over it."""
-    began = time.perf_counter()
-    counted_from = began + options.settle
-    stop = counted_from + options.seconds
     round_trips: list[float] = []
     posted = 0
-
-    async def poster(index: int, rest: RestConnection) -> None:
-        nonlocal posted
-        number = index
-        while time.perf_counter() < stop:
-            device = hub.devices[number % len(hub.devices)]
-            number += len(hub.rest)
-            sent = time.perf_counter()
-            command_id, _ = await _post(rest, device, number)
-            posted += 1
-            done = await asyncio.wait_for(hub.watcher.completed.at(command_id), PHASE_TIMEOUT_S)
-            if counted_from <= done <= stop:
-                round_trips.append(1000 * (done - sent))
-            hub.forget(device, command_id)
-
     pids = dict(hub.server_processes())
     changes_before = hub.watcher.changes.copy()
-    measuring = asyncio.gather(*(poster(i, rest) for i, rest in enumerate(hub.rest)))
-    await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
-    server_before, client_before = _cpu_by_pid(pids), time.process_time()
-    await asyncio.sleep(max(0.0, stop - time.perf_counter()))
-    server_after, client_after = _cpu_by_pid(pids), time.process_time()
-    await asyncio.wait_for(measuring, PHASE_TIMEOUT_S)
-    server_cpu = sum(server_after[pid] - before for pid, before in server_before.items() if pid in server_after)
+    async with hub.rest(options.concurrency) as connections:
+        began = time.perf_counter()
+        counted_from = began + options.settle
+        stop = counted_from + options.seconds
+
+        async def poster(index: int, rest: RestConnection) -> None:
+            nonlocal posted
+            number = index
+            while time.perf_counter() < stop:
+                device = hub.devices[number % len(hub.devices)]
+                number += len(connections)
+                sent = time.perf_counter()
+                command_id, _ = await _post(rest, device, number)
+                posted += 1
+                done = await asyncio.wait_for(hub.watcher.completed.at(command_id), PHASE_TIMEOUT_S)
+                if counted_from <= done <= stop:
+                    round_trips.append(1000 * (done - sent))
+                hub.forget(device, command_id)
+
+        measuring = asyncio.gather(*(poster(i, rest) for i, rest in enumerate(connections)))
+        await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
+        server_before, client_before = _cpu_by_pid(pids), time.process_time()
+        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+        server_after, client_after = _cpu_by_pid(pids), time.process_time()
+        await asyncio.wait_for(measuring, PHASE_TIMEOUT_S)
+    by_role: Counter[str] = Counter()
+    for pid, before in server_before.items():
+        if pid in server_after:
+            by_role[pids[pid]] += server_after[pid] - before
+    server_cpu = sum(by_role.values())
     completed = len(round_trips)
     # Every change of every command posted has reached the dashboard once the last completed did.
     await asyncio.sleep(0.2)
@@ -207,9 +249,47 @@ async def _load(hub: _Hub, options: CommandsOptions) -> dict[str, Any]:
         "load_ws_p99_ms": percentile(round_trips, 0.99),
         "sent_changes": changes["sent"],
         "server_cpu_us_per_command": 1e6 * server_cpu / completed,
+        "hub_cpu_us_per_command": 1e6 * by_role["telehub"] / completed,
+        "redis_cpu_us_per_command": 1e6 * by_role["redis"] / completed,
         "server_cores": server_cpu / options.seconds,
         "client_cpu_us_per_command": 1e6 * (client_after - client_before) / completed,
         "client_cores": (client_after - client_before) / options.seconds,
+    }
+
+
+async def _floor_run(floor: rest_floor.RestFloor, options: CommandsOptions) -> dict[str, float]:
+    """The REST floor under the throughput phase's load: ``concurrency`` connections posting back to back for
+    settle + seconds; the 202s read within the measured span per second, and the CPU spent over it."""
+    # A header the size of the hub's operator key; the floor reads no credential.
+    token = "sk_live_" + secrets.token_urlsafe(32)
+    answered = 0
+    pids = floor.server.processes(lambda pid: "floor")
+    async with open_rest("127.0.0.1", floor.port, token, options.concurrency) as connections:
+        began = time.perf_counter()
+        counted_from, stop = began + options.settle, began + options.settle + options.seconds
+
+        async def poster(index: int, rest: RestConnection) -> None:
+            nonlocal answered
+            number = index
+            while time.perf_counter() < stop:
+                body = {"command": "ping", "params": {"n": number}, "timeout_s": 30}
+                path = f"/devices/floor-{number % options.devices}/commands"
+                _, at = await rest.call("POST", path, body, expect=202)
+                answered += counted_from <= at <= stop
+                number += len(connections)
+
+        measuring = asyncio.gather(*(poster(i, rest) for i, rest in enumerate(connections)))
+        await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
+        server_before, client_before = _cpu_by_pid(pids), time.process_time()
+        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+        server_after, client_after = _cpu_by_pid(pids), time.process_time()
+        await asyncio.wait_for(measuring, PHASE_TIMEOUT_S)
+    server_cpu = sum(server_after[pid] - before for pid, before in server_before.items() if pid in server_after)
+    return {
+        "floor_requests_per_s": answered / options.seconds,
+        "floor_server_cpu_us_per_request": 1e6 * server_cpu / answered,
+        "floor_client_cpu_us_per_request": 1e6 * (client_after - client_before) / answered,
+        "floor_server_cores": server_cpu / options.seconds,
     }
 
 
@@ -245,14 +325,7 @@ async def _connect(running: RunningTarget, options: CommandsOptions) -> _Hub:
     )
     _, reply = watcher.send({"op": "subscribe", "channel": "devices/+/commands"})
     await asyncio.wait_for(reply, PHASE_TIMEOUT_S)
-    rest: list[RestConnection] = []
-    loop = asyncio.get_running_loop()
-    for _ in range(max(2, options.concurrency)):
-        _, connection = await loop.create_connection(
-            lambda: RestConnection(host=endpoint.host, port=endpoint.port, token=key), endpoint.host, endpoint.port
-        )
-        rest.append(connection)
-    return _Hub(devices, watcher, rest[: max(2, options.concurrency)], running.server_processes)
+    return _Hub(devices, watcher, endpoint.host, endpoint.port, key, running.server_processes)
 
 
 async def _measure_all(running: RunningTarget, options: CommandsOptions, say: Progress) -> list[dict[str, Any]]:
@@ -285,8 +358,6 @@ async def _measure_all(running: RunningTarget, options: CommandsOptions, say: Pr
             )
             runs.append(figures)
     finally:
-        for connection in hub.rest:
-            connection.close()
         await hub.watcher.close()
         await asyncio.gather(*(device.close() for device in hub.devices))
     return runs
@@ -302,6 +373,18 @@ def run(options: CommandsOptions, *, say: Progress = print) -> dict[str, Any]:
         ) as running:
             runs = uvloop.run(_measure_all(running, options, say))
             started_as = running.started_as
+        with rest_floor.started(Path(tmp)) as floor:
+            for number, figures in enumerate(runs, 1):
+                say(
+                    f"commands: REST floor run {number}/{options.runs}: {options.concurrency} posters for "
+                    f"{options.seconds:g} s"
+                )
+                figures.update(uvloop.run(_floor_run(floor, options)))
+                say(
+                    f"  {figures['floor_requests_per_s']:,.0f} requests/s; "
+                    f"{figures['floor_server_cpu_us_per_request']:.0f} µs server CPU per request"
+                )
+            floor_started_as = floor.started_as
     parameters = {
         "runs": options.runs,
         "devices": options.devices,
@@ -316,6 +399,7 @@ def run(options: CommandsOptions, *, say: Progress = print) -> dict[str, Any]:
         "started_at": started_at,
         "parameters": parameters,
         "started_as": started_as,
+        "floor_started_as": floor_started_as,
         "runs": runs,
         "summary": summarize(runs, SUMMARIZED),
     }

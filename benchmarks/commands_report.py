@@ -72,8 +72,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"{_cell(s, 'client_cpu_us_per_command')} |",
         "",
         "Round trip: from writing the POST to the dashboard reading `completed`. Server CPU: utime+stime of the hub "
-        "and its redis-server over the measured span.",
+        "and its redis-server over the measured span"
+        + (
+            f" (hub {_cell(s, 'hub_cpu_us_per_command')} µs, redis-server {_cell(s, 'redis_cpu_us_per_command')} µs "
+            "per command)."
+            if "redis_cpu_us_per_command" in s
+            else "."
+        ),
         "",
+        *_floor_lines(result),
         "## Against the targets",
         "",
         f"- p99 on an idle hub ≤ {TARGET_IDLE_P99_MS:g} ms (the slower of WebSocket and REST, median run): "
@@ -99,8 +106,39 @@ def markdown(result: dict[str, Any]) -> str:
             f"REST p50 {run['idle_rest_p50_ms']:.2f} / p99 {run['idle_rest_p99_ms']:.2f} ms; "
             f"{run['completed']:,} completed in {p['seconds']:g} s ({run['commands_per_s']:,.0f}/s), "
             f"{run['posted']:,} posted; server {run['server_cores']:.2f} cores, client {run['client_cores']:.2f}"
+            + (
+                f"; REST floor {run['floor_requests_per_s']:,.0f} requests/s, {run['floor_server_cores']:.2f} cores"
+                if "floor_requests_per_s" in run
+                else ""
+            )
         )
     return "\n".join(lines) + "\n"
+
+
+def _floor_lines(result: dict[str, Any]) -> list[str]:
+    """The REST floor's table and telehub's share of it (absent from results written before it was measured)."""
+    s, p = result["summary"], result["parameters"]
+    if "floor_requests_per_s" not in s:
+        return []
+    share = s["commands_per_s"]["median"] / s["floor_requests_per_s"]["median"]
+    cost = s["server_cpu_us_per_command"]["median"] / s["floor_server_cpu_us_per_request"]["median"]
+    return [
+        f"## REST floor: the same {p['concurrency']} connections posting back to back, same run",
+        "",
+        f"`{result['floor_started_as']}`: Starlette on uvicorn with `telehub serve`'s options, answering each "
+        "`POST /devices/{id}/commands` with 202 after parsing its body: no credential, no rate limit, nothing "
+        "stored or delivered. What one process of the hub's HTTP stack answers at most here.",
+        "",
+        "| requests/s | server CPU per request (µs) | client CPU per request (µs) |",
+        "|---:|---:|---:|",
+        f"| {_cell(s, 'floor_requests_per_s')} | {_cell(s, 'floor_server_cpu_us_per_request')} | "
+        f"{_cell(s, 'floor_client_cpu_us_per_request')} |",
+        "",
+        f"telehub's commands/s are {share:.2f}x the floor's requests/s (medians); a command costs the server "
+        f"{cost:.1f}x the CPU of the floor's request. The target of {TARGET_COMMANDS_PER_S:,.0f} commands/s is "
+        f"{TARGET_COMMANDS_PER_S / s['floor_requests_per_s']['median']:.2f}x what the bare stack answers here.",
+        "",
+    ]
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
@@ -132,6 +170,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     drawn = right.bar(range(1, len(rates) + 1), rates, 0.5)
     right.bar_label(drawn, labels=[f"{r:,.0f}" for r in rates], padding=3, fontsize=8)
     right.axhline(TARGET_COMMANDS_PER_S, color="red", linestyle="--", linewidth=1, label="target")
+    if "floor_requests_per_s" in s:
+        floor = s["floor_requests_per_s"]["median"]
+        right.axhline(floor, color="grey", linestyle=":", linewidth=1, label=f"REST floor, requests/s ({floor:,.0f})")
     right.set_xlabel("run")
     right.set_ylabel("commands/s")
     right.set_title(f"saturation, {p['concurrency']} in flight")

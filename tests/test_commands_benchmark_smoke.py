@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
+from benchmarks import rest_floor
 from benchmarks.commands import CommandMismatch, _check_changes, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,12 +56,32 @@ def test_commands_completed_at_saturation(written: dict[str, Any]) -> None:
     assert run["commands_per_s"] == pytest.approx(run["completed"] / written["parameters"]["seconds"])
     assert 0 < run["load_ws_p50_ms"] <= run["load_ws_p99_ms"]
     assert run["server_cpu_us_per_command"] > 0
+    assert run["hub_cpu_us_per_command"] > 0 and run["redis_cpu_us_per_command"] > 0
+    split = run["hub_cpu_us_per_command"] + run["redis_cpu_us_per_command"]
+    assert split == pytest.approx(run["server_cpu_us_per_command"])
     assert written["summary"]["commands_per_s"]["runs"] == 1
+
+
+def test_the_rest_floor_was_measured_under_the_same_load(written: dict[str, Any]) -> None:
+    (run,) = written["runs"]
+    assert run["floor_requests_per_s"] > 0
+    assert run["floor_server_cpu_us_per_request"] > 0 and run["floor_client_cpu_us_per_request"] > 0
+    assert written["floor_started_as"].startswith("python -m benchmarks.rest_floor --port ")
+
+
+def test_the_rest_floor_answers_a_command_as_the_hub_does() -> None:
+    with TestClient(rest_floor.app) as http:
+        accepted = http.post("/api/v1/devices/d1/commands", json={"command": "ping", "params": {}})
+        refused = http.post("/api/v1/devices/d1/commands", json={"params": {}})
+    assert accepted.status_code == 202
+    assert accepted.json()["status"] == "queued" and accepted.json()["command_id"].startswith("cmd_")
+    assert refused.status_code == 422
 
 
 def test_markdown_and_plot_are_written(results_dir: Path) -> None:
     text = (results_dir / "commands-latest.md").read_text()
     assert "commands/s" in text and "Against the targets" in text and "python -m benchmarks commands" in text
+    assert "## REST floor" in text and "the floor's requests/s" in text
     assert (results_dir / "commands-latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
