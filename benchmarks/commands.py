@@ -199,6 +199,23 @@ async def _idle(hub: _Hub, options: CommandsOptions) -> dict[str, list[float]]:
     return times
 
 
+async def _measure_span(
+    posting: asyncio.Future[Any], pids: Mapping[int, str], counted_from: float, stop: float
+) -> tuple[Counter[str], float]:
+    """Wait for ``posting`` (one phase's posters) to end; the server's CPU by role and the client's between
+    ``counted_from`` and ``stop`` (perf_counter), the measured span."""
+    await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
+    server_before, client_before = _cpu_by_pid(pids), time.process_time()
+    await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+    server_after, client_after = _cpu_by_pid(pids), time.process_time()
+    await asyncio.wait_for(posting, PHASE_TIMEOUT_S)
+    by_role: Counter[str] = Counter()
+    for pid, before in server_before.items():
+        if pid in server_after:
+            by_role[pids[pid]] += server_after[pid] - before
+    return by_role, client_after - client_before
+
+
 async def _load(hub: _Hub, options: CommandsOptions) -> dict[str, Any]:
     """``concurrency`` posters, each one command in flight, for settle + seconds: completions in the measured
     span and their round trips, and the CPU spent over it."""
@@ -225,16 +242,8 @@ async def _load(hub: _Hub, options: CommandsOptions) -> dict[str, Any]:
                     round_trips.append(1000 * (done - sent))
                 hub.forget(device, command_id)
 
-        measuring = asyncio.gather(*(poster(i, rest) for i, rest in enumerate(connections)))
-        await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
-        server_before, client_before = _cpu_by_pid(pids), time.process_time()
-        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
-        server_after, client_after = _cpu_by_pid(pids), time.process_time()
-        await asyncio.wait_for(measuring, PHASE_TIMEOUT_S)
-    by_role: Counter[str] = Counter()
-    for pid, before in server_before.items():
-        if pid in server_after:
-            by_role[pids[pid]] += server_after[pid] - before
+        posting = asyncio.gather(*(poster(i, rest) for i, rest in enumerate(connections)))
+        by_role, client_cpu = await _measure_span(posting, pids, counted_from, stop)
     server_cpu = sum(by_role.values())
     completed = len(round_trips)
     # Every change of every command posted has reached the dashboard once the last completed did.
@@ -252,8 +261,8 @@ async def _load(hub: _Hub, options: CommandsOptions) -> dict[str, Any]:
         "hub_cpu_us_per_command": 1e6 * by_role["telehub"] / completed,
         "redis_cpu_us_per_command": 1e6 * by_role["redis"] / completed,
         "server_cores": server_cpu / options.seconds,
-        "client_cpu_us_per_command": 1e6 * (client_after - client_before) / completed,
-        "client_cores": (client_after - client_before) / options.seconds,
+        "client_cpu_us_per_command": 1e6 * client_cpu / completed,
+        "client_cores": client_cpu / options.seconds,
     }
 
 
@@ -278,17 +287,13 @@ async def _floor_run(floor: rest_floor.RestFloor, options: CommandsOptions) -> d
                 answered += counted_from <= at <= stop
                 number += len(connections)
 
-        measuring = asyncio.gather(*(poster(i, rest) for i, rest in enumerate(connections)))
-        await asyncio.sleep(max(0.0, counted_from - time.perf_counter()))
-        server_before, client_before = _cpu_by_pid(pids), time.process_time()
-        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
-        server_after, client_after = _cpu_by_pid(pids), time.process_time()
-        await asyncio.wait_for(measuring, PHASE_TIMEOUT_S)
-    server_cpu = sum(server_after[pid] - before for pid, before in server_before.items() if pid in server_after)
+        posting = asyncio.gather(*(poster(i, rest) for i, rest in enumerate(connections)))
+        by_role, client_cpu = await _measure_span(posting, pids, counted_from, stop)
+    server_cpu = sum(by_role.values())
     return {
         "floor_requests_per_s": answered / options.seconds,
         "floor_server_cpu_us_per_request": 1e6 * server_cpu / answered,
-        "floor_client_cpu_us_per_request": 1e6 * (client_after - client_before) / answered,
+        "floor_client_cpu_us_per_request": 1e6 * client_cpu / answered,
         "floor_server_cores": server_cpu / options.seconds,
     }
 
