@@ -87,8 +87,7 @@ def partition_tag(org_id: str, partition: int) -> str:
 
 
 def _device_tag(org_id: str, device_id: str) -> str:
-    count = partitions()
-    return org_id if count == 1 else f"{org_id}.{zlib.crc32(device_id.encode()) % count}"
+    return partition_tag(org_id, partition_of(device_id))
 
 
 def device_frames(org_id: str, device_id: str) -> str:

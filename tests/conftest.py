@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from starlette.testclient import TestClient
 
 from hub.app import create_app
 from hub.config import HubConfig
 from hub.embedded_redis import EmbeddedRedis
 from hub.layout import CLUSTER_PARTITIONS
-from hub.redis_client import open_sync_client
+from hub.redis_client import open_pool_client, open_sync_client
 from ingest import stream_keys
 from tests.support import HubClient
 
@@ -67,6 +68,14 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = open_sync_client(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(name="redis")
+async def async_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of the test store that returns bytes, as ingest's own (a module may override it)."""
+    client = open_pool_client(redis_url, decode_responses=False, max_connections=16)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(autouse=True)

@@ -4,23 +4,12 @@ whatever the page boundaries, both ways; ties between streams included."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import redis.asyncio as aioredis
 
-from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from ingest.history import HistoryReader, Order, Position
 
 ORG = "org_log"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = open_pool_client(redis_url, decode_responses=False, max_connections=8)
-    yield client
-    await client.aclose()
 
 
 async def walk(reader: HistoryReader, order: Order, page: int, device_id: str | None = None) -> list[Position]:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
 import redis.asyncio as aioredis
 
 from aggregation import WindowState
-from hub.redis_client import open_pool_client
 from ingest import codec, stream_keys
 from ingest.aggregate_rebuild import rebuild_device
 from ingest.aggregates import AggregationPolicy, WindowAggregator
@@ -25,13 +23,6 @@ from ingest.stream_writer import StreamWriter
 HOUR = 3_600_000
 LIMITS = FrameLimits(past_ms=2**62, future_ms=2**62)
 Windows = dict[tuple[str, int], tuple[int, float, float, float]]
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = open_pool_client(redis_url, decode_responses=False, max_connections=16)
-    yield client
-    await client.aclose()
 
 
 def open_windows(aggregator: WindowAggregator, width: int) -> Windows:

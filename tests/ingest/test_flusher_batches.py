@@ -4,12 +4,9 @@ script call would hold Redis for every other client), still in order, each frame
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 
-from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from ingest.batch import IngestBatch
 from ingest.flusher import Flusher, FlushPolicy
@@ -18,13 +15,6 @@ from ingest.stream_writer import StoreResult, StreamWriter
 
 DEVICE = DeviceIdentity("org_flusher", "camera-1")
 FRAME_BYTES = 20_000
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = open_pool_client(redis_url, decode_responses=False, max_connections=16)
-    yield client
-    await client.aclose()
 
 
 class Acks:

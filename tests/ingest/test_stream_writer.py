@@ -3,12 +3,8 @@ packed batch, and either way each device's stream holds exactly its new frames, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import redis.asyncio as aioredis
 
-from hub.redis_client import open_pool_client
 from ingest import stream_keys
 from ingest.batch import LARGE_FRAME_BYTES, IngestBatch
 from ingest.ports import DeviceIdentity
@@ -16,13 +12,6 @@ from ingest.stream_writer import StreamWriter
 
 NOW_MS = 1_795_000_000_000
 ORG = "org_writer"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = open_pool_client(redis_url, decode_responses=False, max_connections=16)
-    yield client
-    await client.aclose()
 
 
 def frame(device: str, seq: int, large: bool) -> bytes:
