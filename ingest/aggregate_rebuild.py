@@ -37,7 +37,7 @@ import orjson
 
 from aggregation import ClosedWindows
 from aggregation.runs import BatchRuns, SampleRuns
-from ingest import codec, stream_keys
+from ingest import at_rest, codec, stream_keys
 from ingest.aggregates import MetricAggregate, SampleColumns, WindowAggregator, WindowEntry, resolution_label
 from ingest.frames import Samples, TelemetryFrame
 from ingest.limits import FrameLimits
@@ -223,7 +223,7 @@ def _samples(arrival: int, entry: dict[bytes, bytes]) -> Samples | None:
     kind = entry[b"k"]
     if kind not in _TELEMETRY:
         return None
-    raw, binary = entry[b"f"], entry[b"b"] == b"1"
+    binary, raw = at_rest.as_sent(entry[b"b"], entry[b"f"])
     try:
         if kind == b"readings":
             frame: Any = codec.decode_readings(raw, binary=binary, now_ms=arrival, limits=_REREAD)

@@ -34,7 +34,7 @@ LARGE_FRAME_BYTES = 4096
 @dataclass(slots=True)
 class DeviceFrames:
     """One device's frames in a batch, already laid out as the store script reads them: per frame its seq
-    (as text: Lua prints large numbers in exponent form), kind, binary flag (``b"1"``/``b"0"``) and bytes, or
+    (as text: Lua prints large numbers in exponent form), kind, encoding (``ingest.at_rest``) and bytes, or
     for a large frame its number (from 1) in ``large``."""
 
     count: int = 0
@@ -63,7 +63,7 @@ class IngestBatch:
         device: DeviceIdentity,
         seq: int,
         kind: bytes,
-        binary: bool,
+        encoding: bytes,
         raw: bytes,
         target: AckTarget | None,
         samples: Samples | None = None,
@@ -80,9 +80,9 @@ class IngestBatch:
         pending.size += len(raw)
         if len(raw) > LARGE_FRAME_BYTES:
             pending.large.append(raw)
-            pending.wire += (str(seq), kind, b"1" if binary else b"0", len(pending.large))
+            pending.wire += (str(seq), kind, encoding, len(pending.large))
         else:
-            pending.wire += (str(seq), kind, b"1" if binary else b"0", raw)
+            pending.wire += (str(seq), kind, encoding, raw)
         pending.seqs.append(seq)
         pending.samples.append(samples)
         self.frames += 1

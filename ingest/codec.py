@@ -327,7 +327,8 @@ def _columns(obj: dict[Any, Any], raw: bytes, binary: bool, now_ms: int, limits:
         if _column_length(column, "metrics." + name) != count:
             raise FrameError("invalid_frame", f"metrics.{name}: must have as many values as ts ({count})")
     columns = list(metrics.values())
-    if all(type(column) is bytes for column in columns):
+    bin_columns = all(type(column) is bytes for column in columns)
+    if bin_columns:
         value: npt.NDArray[np.float64] = np.frombuffer(b"".join(columns), dtype=_WIRE_F8)
     else:
         value = np.concatenate([_value_column(column, "metrics." + name) for name, column in metrics.items()])
@@ -338,7 +339,7 @@ def _columns(obj: dict[Any, Any], raw: bytes, binary: bool, now_ms: int, limits:
     all_ts = np.frombuffer(ts_column * m, dtype=_WIRE_I8) if type(ts_column) is bytes else np.concatenate([ts] * m)
     samples = Samples(all_ts, np.arange(m, dtype=np.int32).repeat(count), value, tuple(metrics))
     samples.timestamps = count
-    return TelemetryFrame(seq, "columns", samples, raw, binary)
+    return TelemetryFrame(seq, "columns", samples, raw, binary, bin_columns and type(ts_column) is bytes)
 
 
 def _event(obj: dict[Any, Any], raw: bytes, binary: bool, now_ms: int, limits: FrameLimits) -> EventFrame:

@@ -111,13 +111,13 @@ class Flusher:
         device: DeviceIdentity,
         seq: int,
         kind: bytes,
-        binary: bool,
+        encoding: bytes,
         raw: bytes,
         target: AckTarget | None,
         samples: Samples | None = None,
     ) -> None:
         """Queue one frame for its device's lane (see :meth:`IngestBatch.add`)."""
-        self.lanes[hash(device) % len(self.lanes)].add(device, seq, kind, binary, raw, target, samples)
+        self.lanes[hash(device) % len(self.lanes)].add(device, seq, kind, encoding, raw, target, samples)
         self.waiting_frames += 1
         self._waiting_bytes += len(raw)
         if self._full():
@@ -174,13 +174,13 @@ class _Lane:
         device: DeviceIdentity,
         seq: int,
         kind: bytes,
-        binary: bool,
+        encoding: bytes,
         raw: bytes,
         target: AckTarget | None,
         samples: Samples | None,
     ) -> None:
         batch = self.batch
-        batch.add(device, seq, kind, binary, raw, target, samples)
+        batch.add(device, seq, kind, encoding, raw, target, samples)
         if self._full(batch):
             self._closed.append(batch)
             self.batch = IngestBatch()

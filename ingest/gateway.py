@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 import orjson
 from prometheus_client import Counter, Gauge
 
-from ingest import codec
+from ingest import at_rest, codec
 from ingest.flusher import Flusher
 from ingest.frames import CommandResultFrame, EventFrame, TelemetryFrame
 from ingest.limits import FrameLimits
@@ -207,8 +207,11 @@ class DeviceGateway:
             session.reply(codec.error(seq, "invalid_seq", message), binary=frame.binary)
             return
         session.frame_added()
-        samples = frame.samples if isinstance(frame, TelemetryFrame) else None
-        self.flusher.add(session.device, seq, _kind(frame), frame.binary, frame.raw, session, samples)
+        if isinstance(frame, TelemetryFrame):
+            encoding, raw = at_rest.stored(frame)
+            self.flusher.add(session.device, seq, _kind(frame), encoding, raw, session, frame.samples)
+        else:
+            self.flusher.add(session.device, seq, _kind(frame), at_rest.encoding(frame.binary), frame.raw, session)
 
     async def _command_result(self, session: DeviceSession, frame: CommandResultFrame) -> None:
         """The command takes the result (then the frame joins the device's history), or the device is told why
@@ -220,7 +223,7 @@ class DeviceGateway:
             log.exception("taking the result of %s failed", frame.command_id)
             refused = ("unavailable", "the result could not be taken now; send it again")
         if refused is None:
-            self.flusher.add(session.device, 0, b"command_result", frame.binary, frame.raw, session, None)
+            self.flusher.add(session.device, 0, b"command_result", at_rest.encoding(frame.binary), frame.raw, session)
             return
         session.refused()
         FRAMES_REJECTED.labels(refused[0]).inc()

@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 import orjson
 
-from ingest import codec, stream_keys
+from ingest import at_rest, codec, stream_keys
 from ingest.frames import TelemetryFrame
 from ingest.limits import FrameLimits
 
@@ -132,12 +132,9 @@ class HistoryReader:
         may stop after a few (large) frames does not read hundreds."""
         key = stream_keys.device_frames(org_id, device_id)
         async for stream_id, fields in self._scan(key, start_ms, end_ms, order, after, inclusive, first_chunk):
+            binary, raw = at_rest.as_sent(fields[b"b"], fields[b"f"])
             yield FrameRecord(
-                stream_id=stream_id,
-                kind=fields[b"k"].decode(),
-                seq=int(fields[b"s"]),
-                binary=fields[b"b"] == b"1",
-                raw=fields[b"f"],
+                stream_id=stream_id, kind=fields[b"k"].decode(), seq=int(fields[b"s"]), binary=binary, raw=raw
             )
 
     async def events(

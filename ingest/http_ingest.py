@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ingest import codec
+from ingest import at_rest, codec
 from ingest.flusher import Flusher
 from ingest.limits import FrameLimits
 from ingest.ports import DeviceIdentity
@@ -41,7 +41,7 @@ async def store_readings(
     frame = codec.decode_readings(body, binary=binary, now_ms=now_ms, limits=limits)
     await flusher.room()
     signal = _StoredSignal()
-    flusher.add(device, 0, b"readings", binary, frame.raw, signal, frame.samples)
+    flusher.add(device, 0, b"readings", at_rest.encoding(binary), frame.raw, signal, frame.samples)
     try:
         await asyncio.wait_for(asyncio.shield(signal.done), timeout_s)
     except TimeoutError:

@@ -45,7 +45,7 @@ _FIRST_LARGE_ARG = 5
 # rather than copied in the org telemetry stream (REFERENCE_OVER_BYTES); then one MessagePack array (one argument, so
 # a batch of thousands of frames costs the client one bulk string to send and Redis one to parse): per
 # device its id, frame count and where its large frames start in ARGV, then per frame its seq (text), kind,
-# binary flag and bytes, or for a large frame (ingest.batch.LARGE_FRAME_BYTES) its number n: the bytes are
+# encoding (ingest.at_rest) and bytes, or for a large frame (ingest.batch.LARGE_FRAME_BYTES) its number n: the bytes are
 # ARGV[start + n], passed as they are. Returns the number of frames stored, then per device (in the order
 # given) its last seq before this call, as text.
 _STORE_FRAMES = """
@@ -66,25 +66,25 @@ while a <= #wire do
   before[#before + 1] = last_text
   for _ = 1, count do
     -- seq travels as text (Lua numbers print large integers as 1e+15); compared as a number (< 2^53).
-    local seq_text, kind, binary, raw = wire[a], wire[a + 1], wire[a + 2], wire[a + 3]
+    local seq_text, kind, encoding, raw = wire[a], wire[a + 1], wire[a + 2], wire[a + 3]
     local seq = tonumber(seq_text)
     a = a + 4
     if type(raw) == 'number' then raw = ARGV[large_from + raw] end
     if seq == 0 or seq > last then
       local id = redis.call('XADD', frames_key, 'MINID', '~', frames_min, '*', 'k', kind, 's', seq_text,
-                            'b', binary, 'f', raw)
+                            'b', encoding, 'f', raw)
       if kind == 'event' then
         redis.call('XADD', events_key, 'MINID', '~', events_min, '*', 'e', 'device.event', 'd', device,
-                   'b', binary, 'f', raw)
+                   'b', encoding, 'f', raw)
         redis.call('XADD', org_events, 'MINID', '~', events_min, '*', 'e', 'device.event', 'd', device,
-                   'b', binary, 'f', raw)
+                   'b', encoding, 'f', raw)
       elseif kind ~= 'command_result' then
         if #raw > ref_over then  -- a large frame is not copied: 'r' is its id in the device's stream
           redis.call('XADD', org_telemetry, 'MINID', '~', telemetry_min, '*', 'd', device, 's', seq_text,
-                     'b', binary, 'r', id)
+                     'b', encoding, 'r', id)
         else
           redis.call('XADD', org_telemetry, 'MINID', '~', telemetry_min, '*', 'd', device, 's', seq_text,
-                     'b', binary, 'f', raw)
+                     'b', encoding, 'f', raw)
         end
       end
       stored = stored + 1

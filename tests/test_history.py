@@ -9,7 +9,9 @@ import msgpack
 import numpy as np
 import pytest
 
+from ingest import stream_keys
 from tests.support import HubClient, Tenant, assert_error, bearer
+from tests.test_dashboard_ws import ask, dashboard, next_message
 
 NOW_MS = int(time.time() * 1000) - 60_000
 WS = "/api/v1/ws/device"
@@ -87,6 +89,44 @@ def test_columns_sent_as_bin_read_back_as_samples(client: HubClient, tenant: Ten
     messages = client.get("/devices/m1/messages?type=telemetry", headers=tenant.admin).json()["data"]
     assert messages[0]["type"] == "columns" and messages[0]["encoding"] == "msgpack" and messages[0]["seq"] == 1
     assert messages[0]["frame"]["ts"] == ts.tolist() and messages[0]["frame"]["metrics"]["v"] == [1.5, 2.5, 3.5, 4.5]
+
+
+def test_a_large_bin_columns_frame_is_stored_packed_and_read_back_exactly(
+    client: HubClient, tenant: Tenant, key: str
+) -> None:
+    """The benchmark's frame shape (1,000 x 4, bin): Redis holds it packed, smaller (ingest.at_rest); history,
+    messages and a dashboard see every value bit for bit, -0.0 and the extremes included."""
+    ts = np.arange(NOW_MS - 1_000, NOW_MS, dtype="<i8")
+    phase = np.linspace(0.0, 2 * np.pi, 1_000)
+    extremes = np.array([-0.0, 5e-324, 1.7976931348623157e308, -2.2250738585072014e-308])
+    columns = {
+        "temp": np.sin(phase) * 5 + 21,
+        "hum": np.cos(phase) * 10 + 45,
+        "volt": np.concatenate([extremes, np.full(996, 3.3)]),
+        "n": np.arange(1_000, dtype="<f8"),
+    }
+    frame = {"type": "columns", "seq": 1, "ts": ts.tobytes(), "metrics": {k: v.tobytes() for k, v in columns.items()}}
+    sent = msgpack.packb(frame)
+    with dashboard(client, tenant.admin_token) as watcher:
+        assert ask(watcher, {"op": "subscribe", "id": 1, "channel": "devices/m1/telemetry"})["type"] == "reply"
+        with client.http.websocket_connect(WS, headers=bearer(key)) as ws:
+            ws.receive_bytes()
+            ws.send_bytes(sent)
+            assert msgpack.unpackb(ws.receive_bytes()) == {"type": "ack", "seq": 1}
+        live = next_message(watcher)["data"]
+    frames_redis = client.http.app.state.device_ingest.frames_redis  # type: ignore[attr-defined]
+    [(_, stored)] = client.call(frames_redis.xrange, stream_keys.device_frames(tenant.org_id, "m1"))
+    assert stored[b"b"] == b"2" and len(stored[b"f"]) < 0.8 * len(sent)
+    assert live["ts"] == ts.tolist()
+    assert {name: np.array(v).tobytes() for name, v in live["metrics"].items()} == frame["metrics"]
+    rows = walk(client, "/devices/m1/readings", tenant.admin, limit=1000)
+    assert len(rows) == 4_000
+    got = {(r["metric"], _ms(r["ts"])): r["value"] for r in rows}
+    for name, values in columns.items():
+        assert np.array([got[(name, int(t))] for t in ts]).tobytes() == values.tobytes(), name
+    [message] = client.get("/devices/m1/messages", headers=tenant.admin).json()["data"]
+    assert message["encoding"] == "msgpack" and message["seq"] == 1 and message["frame"]["ts"] == ts.tolist()
+    assert {k: np.array(v).tobytes() for k, v in message["frame"]["metrics"].items()} == frame["metrics"]
 
 
 def test_latest_holds_the_newest_value_of_each_metric(client: HubClient, tenant: Tenant, key: str) -> None:

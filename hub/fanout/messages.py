@@ -30,7 +30,7 @@ import orjson
 
 from hub.clock import iso_ms
 from hub.fanout.channels import ALERTS_CHANNEL, aggregates_channel, commands_channel, events_channel, telemetry_channel
-from ingest import codec
+from ingest import at_rest, codec
 from ingest.frames import Samples, TelemetryFrame
 from ingest.limits import FrameLimits
 
@@ -91,7 +91,8 @@ def telemetry_messages(device_id: str, entry_id: bytes | str, fields: Fields) ->
     kind = fields[b"k"]
     if kind not in _TELEMETRY_KINDS:
         return []
-    frame = _decode(fields[b"f"], fields[b"b"] == b"1", kind == b"readings", arrival_ms(entry_id))
+    binary, raw = at_rest.as_sent(fields[b"b"], fields[b"f"])
+    frame = _decode(raw, binary, kind == b"readings", arrival_ms(entry_id))
     return _telemetry(device_id, frame)
 
 
@@ -103,7 +104,8 @@ def org_telemetry_messages(entry_id: bytes | str, fields: Fields) -> list[Channe
     if raw is None:
         return FrameRef(device_id, fields[b"r"].decode())
     # Only HTTP readings have seq 0 (and no type field); telemetry and columns frames say what they are.
-    frame = _decode(raw, fields[b"b"] == b"1", fields[b"s"] == b"0", arrival_ms(entry_id))
+    binary, raw = at_rest.as_sent(fields[b"b"], raw)
+    frame = _decode(raw, binary, fields[b"s"] == b"0", arrival_ms(entry_id))
     return _telemetry(device_id, frame)
 
 

@@ -22,7 +22,10 @@ from hub.fanout.messages import (
     referenced_telemetry_messages,
     telemetry_messages,
 )
+from ingest import at_rest, codec
+from ingest.frames import TelemetryFrame
 from ingest.history import Position
+from ingest.limits import FrameLimits
 
 NOW = 1_763_800_000_000
 ENTRY = f"{NOW + 7}-0".encode()  # as redis-py returns ids with decode_responses=False
@@ -247,3 +250,25 @@ def test_command_and_alert_entries_carry_their_data_as_json() -> None:
     assert command_message({b"d": b"b7", b"p": orjson.dumps(command)}) == ChannelData("devices/b7/commands", command)
     alert = {"type": "alert.triggered", "id": "alr_1", "device_id": "b7"}
     assert alert_message({b"p": orjson.dumps(alert)}) == ChannelData("alerts", alert)
+
+
+def test_packed_columns_frames_read_as_the_frame_sent() -> None:
+    """A binary columns frame stored packed (ingest.at_rest), in the device's stream or copied into the
+    organization's (small enough to be copied): the same message as from the frame sent."""
+    ts = np.arange(NOW, NOW + 150, dtype="<i8")
+    frame = {
+        "type": "columns",
+        "seq": 4,
+        "ts": ts.tobytes(),
+        "metrics": {"temp": np.linspace(20, 21, 150).tobytes(), "rpm": (np.arange(150) * 3.0).tobytes()},
+    }
+    sent = msgpack.packb(frame)
+    decoded = codec.decode_frame(sent, now_ms=NOW, limits=FrameLimits(past_ms=2**62, future_ms=2**62))
+    assert isinstance(decoded, TelemetryFrame)
+    encoding, stored = at_rest.stored(decoded)
+    assert encoding == at_rest.PACKED and len(stored) < 4096
+    expected = telemetry_messages("b7", ENTRY, frames_entry(frame, True))
+    packed_entry = {b"k": b"columns", b"s": b"4", b"b": encoding, b"f": stored}
+    assert telemetry_messages("b7", ENTRY, packed_entry) == expected
+    assert org_telemetry_messages(ENTRY, {b"d": b"b7", b"s": b"4", b"b": encoding, b"f": stored}) == expected
+    assert expected[0].data["ts"] == ts.tolist()

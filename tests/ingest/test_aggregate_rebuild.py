@@ -8,14 +8,16 @@ import asyncio
 import time
 
 import msgpack
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
 from aggregation import WindowState
-from ingest import codec, stream_keys
+from ingest import at_rest, codec, stream_keys
 from ingest.aggregate_rebuild import rebuild_device
 from ingest.aggregates import AggregationPolicy, WindowAggregator
 from ingest.flusher import Flusher, FlushPolicy
+from ingest.frames import TelemetryFrame
 from ingest.limits import FrameLimits
 from ingest.ports import DeviceIdentity
 from ingest.stream_writer import StreamWriter
@@ -81,7 +83,7 @@ async def test_a_rebuilt_lane_has_the_live_lanes_open_windows(
             ts -= 25_000
         raw = msgpack.packb({"type": "telemetry", "seq": seq, "ts": ts, "metrics": {"temp": second % 23, "hum": 1.5}})
         frame = codec.decode_frame(raw, now_ms=ts, limits=LIMITS)
-        live.add(device, seq, b"telemetry", True, raw, None, frame.samples)  # type: ignore[union-attr]
+        live.add(device, seq, b"telemetry", b"1", raw, None, frame.samples)  # type: ignore[union-attr]
         if second % 10 == 9:  # a write every 10 s of samples, as a live lane folds them: late ones are late
             await written(live)
     await live.stop()
@@ -104,3 +106,37 @@ async def test_a_rebuilt_lane_has_the_live_lanes_open_windows(
     assert any(fields[b"c"] == b"1" for _, fields in minutes)
     # Nothing the live lane wrote was wrong, so the rebuild writes nothing.
     assert rebuilt.pending == []
+
+
+async def test_a_lane_rebuilt_from_packed_columns_frames_has_the_live_lanes_windows(redis: aioredis.Redis) -> None:
+    """Binary columns frames are stored packed (ingest.at_rest); the rebuild reads them back as sent."""
+    device = DeviceIdentity("org_rebuild", "packed-columns")
+    policy = AggregationPolicy()
+    live = Flusher(StreamWriter(redis), policy=FlushPolicy(lanes=1), aggregation=policy)
+    start = int(time.time() * 1000) // 60_000 * 60_000 - 3 * 60_000
+    live.start()
+    for seq in range(1, 31):  # 30 frames of 500 samples, 10 ms apart: 2.5 minutes
+        ts = np.arange(500, dtype="<i8") * 10 + start + (seq - 1) * 5_000
+        temp = np.sin(ts / 1e4) * 3 + 20
+        frame = {
+            "type": "columns",
+            "seq": seq,
+            "ts": ts.tobytes(),
+            "metrics": {"temp": temp.tobytes(), "n": (ts % 7).astype("<f8").tobytes()},
+        }
+        decoded = codec.decode_frame(msgpack.packb(frame), now_ms=int(ts[-1]), limits=LIMITS)
+        assert isinstance(decoded, TelemetryFrame)
+        encoding, stored = at_rest.stored(decoded)
+        assert encoding == at_rest.PACKED
+        live.add(device, seq, b"columns", encoding, stored, None, decoded.samples)
+        await written(live)
+    await live.stop()
+    entries = await redis.xrange(stream_keys.device_frames(device.org_id, device.device_id))
+    assert len(entries) == 30 and {fields[b"b"] for _, fields in entries} == {at_rest.PACKED}
+    (lane,) = live.lanes
+    assert lane.aggregator is not None
+    rebuilt = WindowAggregator(policy)
+    await rebuild_device(rebuilt, redis, device)
+    for width in policy.resolutions_ms:
+        assert open_windows(rebuilt, width) == open_windows(lane.aggregator, width), width
+    assert open_windows(rebuilt, 60_000)  # the minute the frames end in is open, and was rebuilt from them

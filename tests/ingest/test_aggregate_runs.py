@@ -84,7 +84,7 @@ def run(steps: list, *, as_runs: bool) -> tuple[list[object], int]:
         for device, (kind, ts, values) in frames:
             seqs[device] += 1
             stamps = now + ts if kind == "point" else [now + t for t in ts]
-            batch.add(DEVICES[device], seqs[device], b"x", True, b"x", None, samples_of(kind, stamps, values))
+            batch.add(DEVICES[device], seqs[device], b"x", b"1", b"x", None, samples_of(kind, stamps, values))
         last_before = {"org_1": {d.device_id: 0 for d in DEVICES}}
         if as_runs:
             aggregator.fold(batch, last_before, now_ms=now)

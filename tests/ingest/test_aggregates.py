@@ -27,11 +27,11 @@ def test_only_the_frames_the_script_stored_are_folded() -> None:
     batch = IngestBatch()
     # The store had seq 4: 3 and 4 are duplicates, 5 and 7 are new, the second 5 repeats one in the batch.
     for seq, value in ((3, 100.0), (4, 100.0), (5, 1.0), (5, 100.0), (7, 2.0)):
-        batch.add(DEVICE, seq, b"telemetry", True, b"x", None, point(START + seq, value))
+        batch.add(DEVICE, seq, b"telemetry", b"1", b"x", None, point(START + seq, value))
     columns = Samples(
         np.array([START + 10, START + 20], np.int64), np.array([0, 0], np.int32), np.array([3.0, 4.0]), ("temp",)
     )
-    batch.add(DEVICE, 0, b"readings", True, b"x", None, columns)
+    batch.add(DEVICE, 0, b"readings", b"1", b"x", None, columns)
     aggregator.fold(batch, {"org_1": {"pump-2": 4}}, now_ms=START)
     aggregator.close(START + 10)  # idle: everything closes
     (hour,) = payloads(aggregator, "1h")
@@ -42,7 +42,7 @@ def test_only_the_frames_the_script_stored_are_folded() -> None:
 def test_one_entry_per_device_and_window_with_iso_bounds() -> None:
     aggregator = WindowAggregator(AggregationPolicy(idle_timeout_ms=1))
     batch = IngestBatch()
-    batch.add(DEVICE, 1, b"telemetry", True, b"x", None, Samples.point(START + 1500, ("a", "b"), [1, 2.5]))
+    batch.add(DEVICE, 1, b"telemetry", b"1", b"x", None, Samples.point(START + 1500, ("a", "b"), [1, 2.5]))
     aggregator.fold(batch, {"org_1": {"pump-2": 0}}, now_ms=START)
     aggregator.close(START + 10)
     (second,) = [e for e in aggregator.pending if e.resolution == "1s"]

@@ -49,7 +49,7 @@ class Sink:
 
 def frame(batch: IngestBatch, device: str, seq: int, ts: int, temp: float, org: str = "org_a") -> None:
     samples = Samples.point(ts, ("temp",), [temp])
-    batch.add(DeviceIdentity(org, device), seq, b"telemetry", True, b"x", None, samples)
+    batch.add(DeviceIdentity(org, device), seq, b"telemetry", b"1", b"x", None, samples)
 
 
 async def run(loop: AlertLoop, sink: Sink) -> None:

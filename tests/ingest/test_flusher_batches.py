@@ -45,7 +45,7 @@ async def test_a_burst_of_large_frames_is_written_in_batches_bounded_in_bytes(re
     frames = [f"{seq}:".encode().ljust(FRAME_BYTES, b"x") for seq in range(1, 41)]
     # All 40 arrive before the lane runs once: without the byte bound they are one batch of 800 KB.
     for seq, raw in enumerate(frames, start=1):
-        flusher.add(DEVICE, seq, b"columns", True, raw, acks)
+        flusher.add(DEVICE, seq, b"columns", b"1", raw, acks)
     flusher.start()
     await flusher.stop()
     assert [frames_in for frames_in, _ in writer.batches] == [5] * 8
@@ -62,7 +62,7 @@ async def test_small_frames_still_go_together(redis: aioredis.Redis) -> None:
     flusher = Flusher(writer, policy=FlushPolicy(lanes=1))
     acks = Acks()
     for seq in range(1, 1001):
-        flusher.add(DEVICE, seq, b"telemetry", True, b"\x80" * 40, acks)
+        flusher.add(DEVICE, seq, b"telemetry", b"1", b"\x80" * 40, acks)
     flusher.start()
     await asyncio.wait_for(flusher.stop(), 10)
     assert writer.batches == [(1000, 40_000)]

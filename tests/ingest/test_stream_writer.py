@@ -32,7 +32,7 @@ async def test_large_and_small_frames_of_several_devices_are_stored_once_in_orde
         for device, frames in plan.items():
             if seq_index < len(frames):
                 seq, large = frames[seq_index]
-                batch.add(DeviceIdentity(ORG, device), seq, b"telemetry", True, frame(device, seq, large), None)
+                batch.add(DeviceIdentity(ORG, device), seq, b"telemetry", b"1", frame(device, seq, large), None)
     assert sum(len(d.large) for d in batch.orgs[ORG].values()) == 4
     result = await writer.write(batch, now_ms=NOW_MS)
     assert result.stored == 8
@@ -44,7 +44,7 @@ async def test_large_and_small_frames_of_several_devices_are_stored_once_in_orde
     # A resend of a large and a small frame (seq 3 and 5 of "a") beside a new large one is stored once.
     again = IngestBatch()
     for seq, large in ((3, True), (5, False), (6, True)):
-        again.add(DeviceIdentity(ORG, "a"), seq, b"telemetry", True, frame("a", seq, large), None)
+        again.add(DeviceIdentity(ORG, "a"), seq, b"telemetry", b"1", frame("a", seq, large), None)
     result = await writer.write(again, now_ms=NOW_MS)
     assert result.stored == 1 and result.last_before == {ORG: {"a": 5}}
     stored = await device_frames(redis, "a")
