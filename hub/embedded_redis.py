@@ -30,6 +30,8 @@ from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
+from hub.aof_compaction import AofCompaction
+
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "die_with_parent", "redis_answers", "redis_server_binary"]
 
 LOCK_FILE = "telehub.lock"
@@ -90,6 +92,7 @@ class EmbeddedRedis:
         self._lock: IO[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._connection: _Connection | None = None
+        self._compaction: AofCompaction | None = None
 
     @property
     def url(self) -> str:
@@ -127,6 +130,8 @@ class EmbeddedRedis:
         try:
             self._reclaim_orphan()
             self._connection = self._spawn()
+            self._compaction = AofCompaction(self._connection.url)
+            self._compaction.start()
         except BaseException:
             self.stop()
             raise
@@ -134,6 +139,9 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop the server if this process started it (SHUTDOWN via SIGTERM flushes the AOF), then unlock."""
+        compaction, self._compaction = self._compaction, None
+        if compaction is not None:
+            compaction.stop()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -248,13 +256,13 @@ class EmbeddedRedis:
                 f"appendfsync {self.fsync}",
                 'save ""',
                 "tcp-keepalive 60",
-                # Nearly everything telehub writes is appended to streams and leaves only by retention, so a
-                # rewrite reclaims little, and Redis 6.2 copies every write made during one to the child: at the
-                # defaults (100%, 64 MB) a fleet streaming columns frames was rewriting most of the time.
-                # python -m benchmarks ingest-columns --target telehub: 2.66 M -> 3.43 M samples/s. The cost is
-                # disk: the AOF may grow to three times the data before it is rewritten.
-                "auto-aof-rewrite-percentage 200",
-                "auto-aof-rewrite-min-size 1gb",
+                # Rewrites are asked for by hub/aof_compaction.py once the file is twice the data: nearly
+                # everything telehub writes is appended to streams and leaves only by retention, so Redis's own
+                # trigger (the file against its size after the last rewrite) rewrote all-live data for nothing,
+                # and at its defaults (100%, 64 MB) a fleet streaming columns frames was rewriting most of the
+                # time. It stays as a backstop should that thread not run: past 16 GB and five times the base.
+                "auto-aof-rewrite-percentage 400",
+                "auto-aof-rewrite-min-size 16gb",
                 "",
             ]
         )
