@@ -337,7 +337,7 @@ def _table_runs(frames: list[tuple[int, list[int], Samples]], unit_ms: int) -> B
     metrics, count = len(first.names), first.timestamps
     assert count is not None
     number = len(frames)
-    ts = np.stack([samples.ts[:count] for _, _, samples in frames]).astype(np.int64, copy=False)
+    ts = np.stack([samples.column_ts for _, _, samples in frames]).astype(np.int64, copy=False)
     values = np.stack([samples.value for _, _, samples in frames]).ravel()
     unit_index = ts // unit_ms
     change = np.empty((number, count), np.bool_)

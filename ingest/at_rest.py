@@ -69,7 +69,7 @@ def stored(frame: TelemetryFrame) -> tuple[bytes, bytes]:
     count = samples.timestamps
     if not frame.bin_columns or count is None or len(raw) <= PACK_OVER_BYTES:
         return MSGPACK, raw
-    packed = pack(frame.seq, samples.ts[:count], samples.value, samples.names)
+    packed = pack(frame.seq, samples.column_ts, samples.value, samples.names)
     return (PACKED, packed) if len(packed) < len(raw) else (MSGPACK, raw)
 
 

@@ -336,9 +336,7 @@ def _columns(obj: dict[Any, Any], raw: bytes, binary: bool, now_ms: int, limits:
     if not finite.all():
         column_index, offset = divmod(int(np.argmin(finite)), count)
         raise FrameError("invalid_value", f"metrics.{tuple(metrics)[column_index]}[{offset}]: must be a finite number")
-    all_ts = np.frombuffer(ts_column * m, dtype=_WIRE_I8) if type(ts_column) is bytes else np.concatenate([ts] * m)
-    samples = Samples(all_ts, np.arange(m, dtype=np.int32).repeat(count), value, tuple(metrics))
-    samples.timestamps = count
+    samples = Samples.table(ts, value, tuple(metrics))
     return TelemetryFrame(seq, "columns", samples, raw, binary, bin_columns and type(ts_column) is bytes)
 
 

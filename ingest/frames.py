@@ -24,7 +24,7 @@ class Samples:
     looking at them as arrays, and three small arrays cost more than the rest of decoding such a frame.
     """
 
-    __slots__ = ("_metric", "_point", "_ts", "_value", "names", "timestamps")
+    __slots__ = ("_column_ts", "_metric", "_point", "_ts", "_value", "names", "timestamps")
 
     def __init__(
         self,
@@ -37,9 +37,26 @@ class Samples:
         # Distinct metric names, in the order first seen in the frame.
         self.names = names
         self._point: tuple[int, list[Any]] | None = None
+        self._column_ts: npt.NDArray[np.int64] | None = None
         # A columns frame's T: every metric over the same T timestamps (``ts[:T]``), so ``value`` is an M x T
         # table; None for other frames.
         self.timestamps: int | None = None
+
+    @classmethod
+    def table(cls, ts: npt.NDArray[np.int64], value: npt.NDArray[np.float64], names: tuple[str, ...]) -> Samples:
+        """A columns frame: T timestamps and M x T values (metric-major). ``ts`` and ``metric`` per sample are
+        built only when first read: the ingest loop reads the T timestamps (``column_ts``) and the values."""
+        samples = cls(ts, _NO_METRICS, value, names)
+        samples._column_ts = ts
+        samples.timestamps = len(ts)
+        return samples
+
+    @property
+    def column_ts(self) -> npt.NDArray[np.int64]:
+        """A columns frame's T timestamps (``ts[:T]``), without building ``ts``."""
+        if self._column_ts is not None:
+            return self._column_ts
+        return self.ts[: self.timestamps]
 
     @classmethod
     def point(cls, ts: int, names: tuple[str, ...], values: list[Any]) -> Samples:
@@ -47,6 +64,7 @@ class Samples:
         samples = cls.__new__(cls)
         samples.names = names
         samples._point = (ts, values)
+        samples._column_ts = None
         samples.timestamps = None
         return samples
 
@@ -59,12 +77,16 @@ class Samples:
     # Milliseconds since the epoch; int64, shape (n,).
     @property
     def ts(self) -> npt.NDArray[np.int64]:
+        if self._column_ts is not None:
+            self._spread_table()
         self._materialize()
         return self._ts
 
     # Index into ``names``; int32, shape (n,).
     @property
     def metric(self) -> npt.NDArray[np.int32]:
+        if self._column_ts is not None:
+            self._spread_table()
         self._materialize()
         return self._metric
 
@@ -77,6 +99,13 @@ class Samples:
     def __len__(self) -> int:
         return len(self.names) if self._point is not None else len(self._value)
 
+    def _spread_table(self) -> None:
+        ts, m = self._column_ts, len(self.names)
+        assert ts is not None
+        self._ts = np.tile(ts, m)
+        self._metric = np.arange(m, dtype=np.int32).repeat(len(ts))
+        self._column_ts = None
+
     def _materialize(self) -> None:
         if self._point is None:
             return
@@ -86,6 +115,9 @@ class Samples:
         self._metric = np.arange(n, dtype=np.int32)
         self._value = np.array(values, dtype=np.float64)
         self._point = None
+
+
+_NO_METRICS: npt.NDArray[np.int32] = np.empty(0, dtype=np.int32)
 
 
 # Frames are not frozen dataclasses: a frozen one's __init__ costs three times as much (object.__setattr__ per

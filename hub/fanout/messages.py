@@ -183,7 +183,7 @@ def _columns(device_id: str, samples: Samples) -> dict[str, Any]:
     count = len(samples) // len(names)
     value = samples.value
     metrics = {name: value[i * count : (i + 1) * count].tolist() for i, name in enumerate(names)}
-    return {"device_id": device_id, "ts": samples.ts[:count].tolist(), "metrics": metrics}
+    return {"device_id": device_id, "ts": samples.column_ts.tolist(), "metrics": metrics}
 
 
 def _points(device_id: str, samples: Samples) -> list[dict[str, Any]]:
