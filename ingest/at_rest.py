@@ -50,7 +50,8 @@ _FORMAT = 1
 _I8 = np.dtype("<i8")
 _F8 = np.dtype("<f8")
 _PLANE = np.dtype("<u2")
-# No column of a frame (at most FrameLimits.max_frame_bytes, 1 MiB by default) comes near this.
+# The largest column a packed frame may hold when read back (a forged size header allocates no more): frames
+# larger than this (FrameLimits.max_frame_bytes is 1 MiB by default) are stored as received.
 _MAX_COLUMN_BYTES = 1 << 28
 
 
@@ -67,7 +68,7 @@ def stored(frame: TelemetryFrame) -> tuple[bytes, bytes]:
         return JSON, raw
     samples = frame.samples
     count = samples.timestamps
-    if not frame.bin_columns or count is None or len(raw) <= PACK_OVER_BYTES:
+    if not frame.bin_columns or count is None or not PACK_OVER_BYTES < len(raw) <= _MAX_COLUMN_BYTES:
         return MSGPACK, raw
     packed = pack(frame.seq, samples.column_ts, samples.value, samples.names)
     return (PACKED, packed) if len(packed) < len(raw) else (MSGPACK, raw)
