@@ -245,7 +245,9 @@ def test_a_channel_of_several_streams_resumes_from_its_composite_position(
 def test_a_dashboard_on_a_jwt_is_closed_with_4001_when_the_token_expires(client: HubClient, tenant: Tenant) -> None:
     services = client.http.app.state.services
     claims = services.jwt.decode(tenant.admin_token)
-    short = JwtCodec(lambda: services.jwt._secret, ttl_s=1).issue(
+    # exp is whole seconds from a whole-second iat: a ttl of N leaves N - 1 to N seconds, and the subscribe must
+    # come first even in the slow cluster pass.
+    short = JwtCodec(lambda: services.jwt._secret, ttl_s=3).issue(
         user_id=claims.user_id, org_id=claims.org_id, role="admin"
     )
     with dashboard(client, short) as ws:
@@ -254,7 +256,7 @@ def test_a_dashboard_on_a_jwt_is_closed_with_4001_when_the_token_expires(client:
             ws.receive_text()
     assert closed.value.code == 4001
     assert "expired" in (closed.value.reason or "")
-    # A token good for longer keeps its dashboard open past that second.
+    # A token good for longer keeps its dashboard open past those seconds.
     with dashboard(client, tenant.admin_token) as ws:
-        time.sleep(1.2)
+        time.sleep(3.2)
         assert ask(ws, {"op": "ping", "id": 2})["type"] == "pong"
