@@ -4,8 +4,8 @@ Redis's own trigger (``auto-aof-rewrite-percentage``) compares the file with its
 and with none yet, with nothing: its first rewrite comes at ``auto-aof-rewrite-min-size`` whatever the file
 holds. What telehub writes is appended to streams and leaves only by retention, so for days a telehub AOF is
 nearly all live data and such a rewrite writes the whole data set again to reclaim nothing; while it runs, Redis
-also copies every new write to the child (docs/performance.md: one of three ``ingest-columns`` runs spent in a
-rewrite went from 3.2 k to 1.5-2 k frames/s here). This thread asks Redis what the file and the data weigh and
+also copies every new write to the child (docs/performance.md: an ``ingest-columns`` run during a rewrite fell
+from 2.9-3.3 k to 1.3-1.5 k frames/s here). This thread asks Redis what the file and the data weigh and
 rewrites when the file is at least ``ratio`` times the data (and ``min_bytes``): after retention has trimmed
 as much as is left, or when small writes (whose commands are larger than what they store) have piled up.
 Redis's own trigger stays as a backstop far above (hub/embedded_redis.py).

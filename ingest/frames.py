@@ -134,7 +134,7 @@ class TelemetryFrame:
     # True for a binary (MessagePack) message, False for a text (JSON) one.
     binary: bool
     # A columns frame whose ts and metric columns all arrived as little-endian bytes (not number lists): it
-    # can be stored packed and restored field for field (ingest/packed_columns.py).
+    # can be stored packed and restored field for field (ingest/at_rest.py).
     bin_columns: bool = False
 
 
